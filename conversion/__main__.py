@@ -1,0 +1,31 @@
+"""`python -m conversion <kind> --src SRC --dst DST [--dtype float32|bfloat16]`."""
+import argparse
+import sys
+
+from conversion import available_kinds
+from conversion.mapping import ConversionError
+from conversion.safetensors_io import CheckpointError
+
+
+def main(argv=None) -> int:
+  kinds = available_kinds()
+  parser = argparse.ArgumentParser(prog="python -m conversion",
+                                   description="Convert a public PyTorch/ONNX checkpoint to Orbax.")
+  sub = parser.add_subparsers(dest="kind", metavar="kind", required=True)
+  for kind, mod in sorted(kinds.items()):
+    p = sub.add_parser(kind, help=getattr(mod, "HELP", ""))
+    p.add_argument("--src", required=True, help="what users download (model folder or file)")
+    p.add_argument("--dst", required=True, help="output folder: config.json + Orbax variables")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+  args = parser.parse_args(argv)
+  try:
+    dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype)
+  except (ConversionError, CheckpointError, FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {dst}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,71 @@
+"""Entry point: `python -m sem_repa_jax.main --config configs/X.py [--config.a.b=v ...]`."""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                          lock_config=True)
+
+
+def _maybe_initialize_distributed(config) -> None:
+  import jax
+  d = config.get("distributed")
+  if d is None or not d.initialize:
+    return
+  kwargs = {}
+  if d.coordinator_address:
+    kwargs["coordinator_address"] = d.coordinator_address
+  if d.num_processes > 0:
+    kwargs["num_processes"] = d.num_processes
+  if d.process_id >= 0:
+    kwargs["process_id"] = d.process_id
+  jax.distributed.initialize(**kwargs)
+
+
+def write_resolved_config(config, workdir: str) -> str:
+  """Writes the resolved config as JSON into `workdir` (atomically) and returns the path."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+  return path
+
+
+def main(argv) -> int:
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    print("usage: python -m sem_repa_jax.main --config configs/<name>.py", file=sys.stderr)
+    return 2
+  from sem_repa_jax import config_checks, jobs
+  # Check the job name before touching any device, so a typo fails in milliseconds.
+  try:
+    run = jobs.get_job(config.job)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  _maybe_initialize_distributed(config)
+  import jax
+  try:
+    config_checks.check_config(config, jax.device_count())
+  except config_checks.ConfigError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if jax.process_index() == 0:
+    path = write_resolved_config(config, config.workdir)
+    logging.info("job %s, resolved config in %s", config.job, path)
+  run(config)
+  return 0
+
+
+def entry():
+  app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+  entry()

@@ -1,0 +1,76 @@
+"""`load_pretrained(dir) -> (module, variables)` for any folder written by `python -m conversion`."""
+import importlib
+import json
+import os
+from typing import Any, Callable, Optional, Union
+
+import jax
+import numpy as np
+
+
+class PretrainedError(ValueError):
+  """A converted-model folder that is missing pieces or names something that does not exist."""
+
+
+def _import(factory: str):
+  module_name, _, attr = factory.partition(":")
+  try:
+    return getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise PretrainedError(f"factory {factory!r} cannot be imported: {e}") from e
+
+
+def read_pretrained_config(path: str) -> dict:
+  cfg_path = os.path.join(path, "config.json")
+  if not os.path.isfile(cfg_path):
+    raise PretrainedError(f"{cfg_path}: missing; is {path} a folder written by `python -m conversion`?")
+  with open(cfg_path) as f:
+    cfg = json.load(f)
+  for key in ("kind", "factory", "module_kwargs"):
+    if key not in cfg:
+      raise PretrainedError(f"{cfg_path}: no {key!r} entry (expected kind, factory, module_kwargs)")
+  return cfg
+
+
+def build_module(path: str, **overrides):
+  """The Flax module described by `path`/config.json, with module kwargs overridden (e.g. dtype)."""
+  cfg = read_pretrained_config(path)
+  return _import(cfg["factory"])(**{**cfg["module_kwargs"], **overrides})
+
+
+Sharding = Union[None, jax.sharding.Sharding, Callable[[str, tuple], jax.sharding.Sharding]]
+
+
+def load_pretrained(path: str, *, sharding: Sharding = None, dtype: Optional[Any] = None,
+                    **module_overrides):
+  """Returns (module, variables) of a converted model.
+
+  sharding: None (default device), one Sharding for every array, or a function
+    (flat path like 'params/blocks/attn/to_q/kernel', shape) -> Sharding. Arrays are read straight
+    into their shardings; the whole model is never materialized on one device.
+  dtype: cast the parameters on load (e.g. jnp.bfloat16); by default they keep the stored dtype.
+  """
+  import orbax.checkpoint as ocp
+  module = build_module(path, **module_overrides)
+  var_dir = os.path.abspath(os.path.join(path, "variables"))
+  if not os.path.isdir(var_dir):
+    raise PretrainedError(f"{var_dir}: missing; is {path} a folder written by `python -m conversion`?")
+  ckptr = ocp.StandardCheckpointer()
+  meta = ckptr.metadata(var_dir)
+  tree = getattr(getattr(meta, "item_metadata", meta), "tree", meta)
+
+  def target(keypath, m):
+    flat = "/".join(str(getattr(k, "key", k)) for k in keypath)
+    if sharding is None:
+      s = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    elif isinstance(sharding, jax.sharding.Sharding):
+      s = sharding
+    else:
+      s = sharding(flat, tuple(m.shape))
+    return jax.ShapeDtypeStruct(tuple(m.shape), dtype or m.dtype, sharding=s)
+
+  abstract = jax.tree_util.tree_map_with_path(
+      target, tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+  variables = ckptr.restore(var_dir, abstract)
+  ckptr.close()
+  return module, variables

@@ -1,0 +1,1 @@
+"""Shared building blocks: attention dispatch, embeddings, norms, convolutions, logical axes."""
