@@ -1,0 +1,1 @@
+"""Video decoding, grain sources, annotation, synthetic human videos."""

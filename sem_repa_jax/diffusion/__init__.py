@@ -1,0 +1,1 @@
+"""Noise schedules, samplers, losses and guidance as pure functions."""

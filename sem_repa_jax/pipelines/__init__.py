@@ -1,0 +1,1 @@
+"""End-to-end generation pipelines, readable top to bottom."""

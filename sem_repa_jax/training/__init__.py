@@ -1,0 +1,1 @@
+"""Train state, optimizers, mesh and sharding, checkpointing, metrics, the generic loop."""
