@@ -1,0 +1,1 @@
+"""SemanticREPA: the Structure Alignment Module, the ID Alignment Module and their losses."""

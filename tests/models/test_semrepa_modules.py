@@ -1,0 +1,126 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sem_repa_jax.models.semrepa import losses
+from sem_repa_jax.models.semrepa.frames import latent_frame_groups, pool_face_embeddings
+from sem_repa_jax.models.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
+
+
+def test_latent_frame_groups_follow_the_vae():
+  assert latent_frame_groups(9) == [[0], [1, 2, 3, 4], [5, 6, 7, 8]]
+  assert len(latent_frame_groups(49)) == 13
+  with pytest.raises(ValueError, match="1 \\+ 4k"):
+    latent_frame_groups(10)
+
+
+def test_pooling_masks_frames_without_faces():
+  r = np.random.default_rng(0)
+  e = r.standard_normal((2, 9, 8)).astype(np.float32)
+  present = np.ones((2, 9), bool)
+  present[0, 1:5] = False            # latent frame 1 of clip 0 has no face at all
+  present[1, 5:8] = False            # latent frame 2 of clip 1 keeps only video frame 8
+  pooled, mask = pool_face_embeddings(e, present)
+  assert mask.tolist() == [[True, False, True], [True, True, True]]
+  np.testing.assert_array_equal(np.asarray(pooled[0, 1]), 0)
+  unit = e / np.linalg.norm(e, axis=-1, keepdims=True)
+  np.testing.assert_allclose(np.asarray(pooled[1, 2]), unit[1, 8], atol=1e-6)
+  m = unit[0, 1:5].mean(0)
+  np.testing.assert_allclose(np.asarray(pooled[1, 1]),
+                             (unit[1, 1:5].mean(0)) / np.linalg.norm(unit[1, 1:5].mean(0)), atol=1e-6)
+  assert np.isfinite(m).all()
+
+
+@pytest.mark.parametrize("use_depth", [True, False])
+def test_id_module_gives_unit_embeddings_per_latent_frame(use_depth):
+  cfg = IDAlignmentConfig(latent_channels=4, use_depth=use_depth, channels=(8, 16), blocks_per_stage=1,
+                          norm_groups=4, embed_dim=12)
+  m = IDAlignmentModule(cfg)
+  z = jax.random.normal(jax.random.key(0), (2, 3, 8, 8, 4))
+  d = jax.random.normal(jax.random.key(1), (2, 3, 8, 8, 4))
+  v = m.init(jax.random.key(2), z, d if use_depth else None)
+  e = m.apply(v, z, d if use_depth else None)
+  assert e.shape == (2, 3, 12)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(e), axis=-1), 1.0, atol=1e-5)
+  # Frames are independent: changing frame 1 changes only embedding 1.
+  z2 = z.at[:, 1].add(1.0)
+  e2 = m.apply(v, z2, d if use_depth else None)
+  np.testing.assert_array_equal(np.asarray(e2[:, 0]), np.asarray(e[:, 0]))
+  assert np.abs(np.asarray(e2[:, 1] - e[:, 1])).max() > 1e-4
+  if use_depth:
+    with pytest.raises(ValueError, match="needs depth latents"):
+      m.apply(v, z, None)
+
+
+def test_masked_l1_ignores_faceless_frames():
+  pred = jnp.array([[[1.0, 1.0], [5.0, 5.0]]])
+  tgt = jnp.zeros((1, 2, 2))
+  assert float(losses.masked_l1(pred, tgt, jnp.array([[True, False]]))) == 1.0
+  assert float(losses.masked_l1(pred, tgt, jnp.array([[False, False]]))) == 0.0
+
+
+def _toy_modules():
+  sam = lambda z, t: 0.5 * z + 0.01 * t.astype(jnp.float32)[:, None, None, None, None]
+  idm = lambda z, d: jnp.tanh(jnp.mean(z + d, axis=(2, 3)))
+  return sam, idm
+
+
+def test_finetune_loss_terms_match_their_definitions():
+  k = jax.random.split(jax.random.key(0), 4)
+  z0, d0, eps, noise = (jax.random.normal(ki, (2, 3, 4, 4, 2)) for ki in k)
+  ab = jnp.array([0.9, 0.3])
+  ab_prev = jnp.array([0.92, 0.35])
+  t = jnp.array([100, 700])
+  z_t = losses.add_noise(z0, eps, ab)
+  v_hat = losses.v_target(z0, eps, ab) + 0.1 * noise
+  sam, idm = _toy_modules()
+  mask = jnp.array([[True, True, False], [True, False, True]])
+  cfg = losses.SemRepaLossConfig(lambda_structure=0.01, lambda_id=1.0)
+  total, m = losses.finetune_losses(v_hat, z_t, z0, d0, eps, ab, ab_prev, t, mask, sam, idm, cfg)
+  z0_hat = losses.clean_from_v(z_t, v_hat, ab)
+  a = ab[:, None, None, None, None]
+  np.testing.assert_allclose(m["loss_diffusion"], jnp.mean((z0_hat - z0) ** 2 / (1 - a)), rtol=1e-5)
+  d_hat = sam(z0_hat, jnp.zeros(2, jnp.int32))
+  np.testing.assert_allclose(m["loss_structure"], jnp.mean((d_hat - d0) ** 2), rtol=1e-6)
+  diff = jnp.abs(idm(z0_hat, d_hat) - idm(z0, d0)).mean(-1)
+  np.testing.assert_allclose(m["loss_id"], (diff * mask).sum() / mask.sum(), rtol=1e-6)
+  np.testing.assert_allclose(total, m["loss_diffusion"] + 0.01 * m["loss_structure"] + m["loss_id"],
+                             rtol=1e-6)
+
+
+def test_noisy_structure_variant_uses_the_previous_noise_level():
+  k = jax.random.split(jax.random.key(1), 3)
+  z0, d0, eps = (jax.random.normal(ki, (1, 3, 4, 4, 2)) for ki in k)
+  ab, ab_prev = jnp.array([0.5]), jnp.array([0.6])
+  z_t = losses.add_noise(z0, eps, ab)
+  # With a perfect prediction the DDIM step lands exactly on z_{t-1} of the same noise.
+  z_prev = losses.ddim_previous(z_t, z0, ab, ab_prev)
+  np.testing.assert_allclose(z_prev, losses.add_noise(z0, eps, ab_prev), atol=1e-5)
+  sam = lambda z, t: z              # a SAM that copies its input is perfect iff d0 == z0
+  idm = lambda z, d: jnp.mean(z, axis=(2, 3))
+  cfg = losses.SemRepaLossConfig(structure_input="noisy")
+  _, m = losses.finetune_losses(losses.v_target(z0, eps, ab), z_t, z0, z0, eps, ab, ab_prev,
+                                jnp.array([10]), jnp.ones((1, 3), bool), sam, idm, cfg)
+  assert float(m["loss_diffusion"]) < 1e-10
+  assert float(m["loss_structure"]) < 1e-10
+  assert float(m["loss_id"]) < 1e-6
+
+
+def test_gradients_reach_only_the_prediction():
+  k = jax.random.split(jax.random.key(2), 3)
+  z0, d0, eps = (jax.random.normal(ki, (1, 3, 4, 4, 2)) for ki in k)
+  ab, ab_prev = jnp.array([0.5]), jnp.array([0.6])
+  z_t = losses.add_noise(z0, eps, ab)
+  w_sam = jnp.array(0.5)
+  cfg = losses.SemRepaLossConfig()
+
+  def loss(v_hat, w):
+    sam = lambda z, t: jax.lax.stop_gradient(w) * z
+    idm = lambda z, d: jnp.mean(z * d, axis=(2, 3))
+    return losses.finetune_losses(v_hat, z_t, z0, d0, eps, ab, ab_prev, jnp.array([3]),
+                                  jnp.ones((1, 3), bool), sam, idm, cfg)[0]
+
+  gv, gw = jax.grad(loss, argnums=(0, 1))(jnp.zeros_like(z0), w_sam)
+  assert float(jnp.abs(gv).max()) > 0
+  assert float(gw) == 0.0
