@@ -3,6 +3,7 @@
 Only what reports need; reading and writing mp4 lives in data_pipelines/video.py. Files are written
 to a temporary name in the target folder and renamed, so a reader never sees half a file.
 """
+import io
 import os
 import tempfile
 from typing import Optional
@@ -28,13 +29,15 @@ def as_rgb_frames(frames, name: str = "video") -> np.ndarray:
   return np.repeat(frames, 3, axis=-1) if frames.shape[-1] == 1 else frames
 
 
-def _atomic_save(path: str, save) -> str:
+def write_bytes(path: str, data: bytes) -> str:
+  """Writes data to a temporary file beside path, then renames it to path."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-  os.close(fd)
   try:
-    save(tmp)
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.chmod(tmp, 0o644)   # mkstemp makes 0600; reports are meant to be shared
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -43,18 +46,35 @@ def _atomic_save(path: str, save) -> str:
   return path
 
 
-def write_gif(path: str, frames, *, fps: float = 8.0, loop: int = 0) -> str:
+def gif_bytes(frames, *, fps: float = 8.0, loop: int = 0, name: str = "gif") -> bytes:
   """Animated GIF of frames (F, H, W[, C]) uint8 at fps (GIF timing is in 1/100 s), looping forever
   by default. Each frame gets its own 256-colour palette. Pillow merges consecutive identical frames
   into one longer frame, so playback time is kept but the stored frame count can be smaller."""
   from PIL import Image
-  frames = as_rgb_frames(frames, path)
+  frames = as_rgb_frames(frames, name)
   if not fps > 0:
-    raise ValueError(f"{path}: fps must be positive; got {fps!r}")
+    raise ValueError(f"{name}: fps must be positive; got {fps!r}")
   duration = max(10, int(round(100.0 / fps)) * 10)
   images = [Image.fromarray(f) for f in frames]
-  return _atomic_save(path, lambda tmp: images[0].save(
-      tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=loop))
+  buf = io.BytesIO()
+  images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=loop)
+  return buf.getvalue()
+
+
+def png_bytes(image, name: str = "png") -> bytes:
+  """PNG of an (H, W[, 3]) uint8 image."""
+  from PIL import Image
+  image = np.asarray(image)
+  if image.dtype != np.uint8 or image.ndim not in (2, 3):
+    raise ValueError(f"{name}: expected an (H, W) or (H, W, 3) uint8 image; got {image.dtype} {image.shape}")
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def write_gif(path: str, frames, *, fps: float = 8.0, loop: int = 0) -> str:
+  """`gif_bytes` written atomically to path."""
+  return write_bytes(path, gif_bytes(frames, fps=fps, loop=loop, name=path))
 
 
 def frame_strip(frames, *, max_frames: Optional[int] = None, gap: int = 2, gap_value: int = 255) -> np.ndarray:
@@ -73,9 +93,5 @@ def frame_strip(frames, *, max_frames: Optional[int] = None, gap: int = 2, gap_v
 
 
 def write_png(path: str, image) -> str:
-  """PNG of an (H, W[, 3]) uint8 image."""
-  from PIL import Image
-  image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim not in (2, 3):
-    raise ValueError(f"{path}: expected an (H, W) or (H, W, 3) uint8 image; got {image.dtype} {image.shape}")
-  return _atomic_save(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+  """`png_bytes` written atomically to path."""
+  return write_bytes(path, png_bytes(image, name=path))
