@@ -124,3 +124,25 @@ def test_gradients_reach_only_the_prediction():
   gv, gw = jax.grad(loss, argnums=(0, 1))(jnp.zeros_like(z0), w_sam)
   assert float(jnp.abs(gv).max()) > 0
   assert float(gw) == 0.0
+
+
+def test_structure_alignment_module_is_a_pruned_backbone():
+  from sem_repa_jax.models.cogvideox.transformer import CogVideoXTransformerConfig
+  from sem_repa_jax.models.semrepa.structure_alignment import (StructureAlignmentModule,
+                                                               structure_alignment_config)
+  backbone = CogVideoXTransformerConfig(num_attention_heads=2, attention_head_dim=16, in_channels=8,
+                                        out_channels=4, text_embed_dim=8, num_layers=4,
+                                        sample_height=8, sample_width=8, sample_frames=5,
+                                        use_rotary_positional_embeddings=True,
+                                        use_learned_positional_embeddings=True)
+  cfg = structure_alignment_config(backbone, num_layers=1)
+  assert (cfg.num_layers, cfg.in_channels, cfg.out_channels) == (1, 4, 4)
+  m = StructureAlignmentModule(cfg)
+  z = jax.random.normal(jax.random.key(0), (1, 2, 4, 6, 4))
+  v = m.init(jax.random.key(1), z, jnp.zeros((1,), jnp.int32))
+  d0 = m.apply(v, z, jnp.zeros((1,), jnp.int32))
+  d1 = m.apply(v, z, jnp.full((1,), 500))
+  assert d0.shape == z.shape
+  assert float(jnp.abs(d0 - d1).max()) > 1e-5     # the timestep conditions the prediction
+  with pytest.raises(ValueError, match="num_layers=0"):
+    structure_alignment_config(backbone, num_layers=0)
