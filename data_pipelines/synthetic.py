@@ -282,9 +282,10 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
     fpath = os.path.join(root, "faces", clip_id + ".npz")
     if not (os.path.isfile(vpath) and os.path.isfile(fpath)):
       c = render_clip(seed * 100003 + k, num_frames, h, w, fps, identity_seed=ident)
-      np.save(_tmp(os.path.join(root, "depth", clip_id + ".npy")), c.depth)
-      os.replace(_tmp(os.path.join(root, "depth", clip_id + ".npy")),
-                 os.path.join(root, "depth", clip_id + ".npy"))
+      dpath = os.path.join(root, "depth", clip_id + ".npy")
+      with open(_tmp(dpath), "wb") as f:
+        np.save(f, c.depth)
+      os.replace(_tmp(dpath), dpath)
       with open(_tmp(fpath), "wb") as f:
         np.savez_compressed(f, boxes=c.face_box, present=c.face_present, masks=c.face_mask,
                             identity=c.identity, keypoints=c.keypoints,
@@ -293,7 +294,6 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
       video.write_video(vpath, c.rgb, fps)
       caption = c.caption
     else:
-      caption = f"a person in clip {clip_id}"
       with np.load(fpath) as z:
         caption = _caption_from_meta(json.loads(str(z["meta"])))
     entries.append(ClipEntry(clip_id, vpath, caption, split))
