@@ -184,11 +184,14 @@ class Clip:
   motion: str
   caption: str
   head_id: int             # primitive id of the head in `prim`
+  camera: render.Camera = None
+  scenes: list = None      # per frame (capsules, ellipsoids, background) when keep_scenes
 
 
 def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float = 8.0,
-                identity_seed: int | None = None, motion: str | None = None) -> Clip:
-  """One clip, fully determined by (seed, identity_seed, sizes)."""
+                identity_seed: int | None = None, motion: str | None = None,
+                keep_scenes: bool = False) -> Clip:
+  """One clip, fully determined by (seed, identity_seed, sizes, motion)."""
   rng = np.random.default_rng([seed, 11])
   ident = Identity.from_seed(seed if identity_seed is None else identity_seed)
   body = ident.body()
@@ -214,7 +217,7 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     return (floor_c[None] * (0.8 + 0.2 * chk[:, None])).astype(np.float32)
 
   shade, ring = _face_shader(body), _head_points()
-  out = {k: [] for k in ("rgb", "depth", "prim", "box", "present", "kp")}
+  out = {k: [] for k in ("rgb", "depth", "prim", "box", "present", "kp", "scene")}
   bones = [("neck", "pelvis", body["torso_r"], "shirt"), ("r_shoulder", "l_shoulder", body["arm_r"] * 1.3, "shirt"),
            ("r_shoulder", "r_elbow", body["arm_r"], "shirt"), ("l_shoulder", "l_elbow", body["arm_r"], "shirt"),
            ("r_elbow", "r_wrist", body["arm_r"] * 0.85, "skin"), ("l_elbow", "l_wrist", body["arm_r"] * 0.85, "skin"),
@@ -229,8 +232,10 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     rot_cam = _TO_CAM @ head_rot
     head_c = to_cam(j["head"])
     radii = body["head"].astype(np.float32)
-    fr = render.render(cam, caps, [(head_c, rot_cam, radii, shade)],
-                       (cam_h, dist + wall, floor_fn, wall_fn))
+    scene = (caps, [(head_c, rot_cam, radii, shade)], (cam_h, dist + wall, floor_fn, wall_fn))
+    fr = render.render(cam, *scene)
+    if keep_scenes:
+      out["scene"].append(scene)
     ring_cam = head_c + (ring * radii) @ rot_cam.T
     uv = cam.project(ring_cam)
     box = np.array([uv[:, 0].min(), uv[:, 1].min(), uv[:, 0].max(), uv[:, 1].max()], np.float32)
@@ -248,13 +253,13 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     out["rgb"].append(fr.rgb), out["depth"].append(fr.depth), out["prim"].append(fr.prim)
     out["box"].append(box), out["present"].append(present), out["kp"].append(np.stack(kp))
   prim = np.stack(out["prim"])
-  shirt = "a person"
-  caption = f"{shirt} {'walking' if motion == 'walk' else motion + 'ing'} in front of a striped wall"
+  caption = _caption_from_meta({"motion": motion})
   return Clip(rgb=np.round(np.stack(out["rgb"]) * 255).astype(np.uint8),
               depth=np.stack(out["depth"]).astype(np.float32), face_mask=prim == len(bones),
               face_box=np.stack(out["box"]), face_present=np.array(out["present"]),
               keypoints=np.stack(out["kp"]).astype(np.float32), prim=prim,
-              identity=ident.vector, motion=motion, caption=caption, head_id=len(bones))
+              identity=ident.vector, motion=motion, caption=caption, head_id=len(bones),
+              camera=cam, scenes=out["scene"] if keep_scenes else None)
 
 
 def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width: int,
@@ -302,8 +307,8 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
 
 
 def _caption_from_meta(meta: dict) -> str:
-  m = meta["motion"]
-  return f"a person {'walking' if m == 'walk' else m + 'ing'} in front of a striped wall"
+  verb = {"walk": "walking", "dance": "dancing", "wave": "waving"}[meta["motion"]]
+  return f"a person {verb} in front of a striped wall"
 
 
 def _tmp(path: str) -> str:
