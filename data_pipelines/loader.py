@@ -109,6 +109,11 @@ def clip_data_loader(source, *, seed: int, batch_size: int, worker_count: int = 
                      worker_buffer_size: int = 2) -> grain.DataLoader:
   """The same records through a grain DataLoader (worker processes decode in parallel)."""
   shard_index, shard_count = process_shard(shard_index, shard_count)
+  if worker_count > 0:
+    from absl import flags
+    # Grain workers read absl flags; outside an absl app (notebooks, scripts) they are unparsed.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
   sampler = gp.IndexSampler(
       num_records=len(source), shuffle=shuffle, seed=seed, num_epochs=num_epochs,
       shard_options=gp.ShardOptions(shard_index, shard_count, drop_remainder=True))

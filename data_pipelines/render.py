@@ -16,6 +16,13 @@ class Camera:
   height: int
   width: int
 
+  def grid(self) -> np.ndarray:
+    """Ray directions of every pixel, (H, W, 3), computed once per camera."""
+    if getattr(self, "_grid", None) is None:
+      ys, xs = np.mgrid[0:self.height, 0:self.width]
+      self._grid = self.rays(ys, xs)
+    return self._grid
+
   def rays(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """Unnormalized directions (..., 3) with z = 1 through pixel centers."""
     d = np.empty(ys.shape + (3,), np.float32)
@@ -121,21 +128,23 @@ def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
   h, w = cam.height, cam.width
   light = np.array([-0.4, -0.7, -0.6], np.float32)
   light /= np.linalg.norm(light)
-  ys, xs = np.mgrid[0:h, 0:w]
-  rd = cam.rays(ys, xs).reshape(-1, 3)
+  rd = cam.grid()
   floor_y, wall_z, floor_fn, wall_fn = background
-  t_wall = np.full(len(rd), wall_z, np.float32)          # rd_z = 1, so t = z
-  with np.errstate(divide="ignore"):
-    t_floor = np.where(rd[:, 1] > 1e-6, floor_y / rd[:, 1], np.inf).astype(np.float32)
-  on_floor = t_floor < t_wall
-  depth = np.where(on_floor, t_floor, t_wall).astype(np.float32)
-  pts = rd * depth[:, None]
-  rgb = np.empty((len(rd), 3), np.float32)
-  rgb[on_floor] = floor_fn(pts[on_floor])
-  rgb[~on_floor] = wall_fn(pts[~on_floor])
-  depth, rgb = depth.reshape(h, w), rgb.reshape(h, w, 3)
+  # The camera is level, so whether a pixel sees the floor (y = floor_y) or the wall (z = wall_z)
+  # depends only on its row, and the floor's z-depth is constant along a row (rd_z = 1).
+  row_y = rd[:, 0, 1]
+  first_floor = int(np.searchsorted(row_y > floor_y / wall_z, True)) if floor_y > 0 else h
+  depth = np.empty((h, w), np.float32)
+  rgb = np.empty((h, w, 3), np.float32)
+  depth[:first_floor] = wall_z
+  depth[first_floor:] = (floor_y / row_y[first_floor:])[:, None]
+  for rows in (slice(0, first_floor), slice(first_floor, h)):
+    n = rows.stop - rows.start
+    if n > 0:
+      pts = (rd[rows] * depth[rows, :, None]).reshape(-1, 3)
+      fn = wall_fn if rows.start == 0 else floor_fn
+      rgb[rows] = fn(pts).reshape(n, w, 3)
   prim = np.full((h, w), -1, np.int16)
-  rd = rd.reshape(h, w, 3)
 
   def composite(pid, box, t, color_fn):
     y0, y1, x0, x1 = box

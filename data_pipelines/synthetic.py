@@ -209,12 +209,14 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
       _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.8))
   period, floor_c = rng.uniform(0.2, 0.8), _hsv(rng.random(), 0.3, rng.uniform(0.3, 0.6))
 
+  stripes = np.stack([c1, c2]).astype(np.float32)
+  tiles = np.stack([floor_c * 0.8, floor_c]).astype(np.float32)
+
   def wall_fn(p):
-    return np.where((np.floor(p[:, :1] / period) % 2) == 0, c1, c2).astype(np.float32)
+    return stripes[(np.floor(p[:, 0] / period) % 2).astype(np.int64)]
 
   def floor_fn(p):
-    chk = (np.floor(p[:, 0] / 0.5) + np.floor(p[:, 2] / 0.5)) % 2
-    return (floor_c[None] * (0.8 + 0.2 * chk[:, None])).astype(np.float32)
+    return tiles[((np.floor(p[:, 0] / 0.5) + np.floor(p[:, 2] / 0.5)) % 2).astype(np.int64)]
 
   shade, ring = _face_shader(body), _head_points()
   out = {k: [] for k in ("rgb", "depth", "prim", "box", "present", "kp", "scene")}

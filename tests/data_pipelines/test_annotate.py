@@ -122,3 +122,13 @@ def test_annotate_job_end_to_end(tmp_path):
   # so face boxes, mapped through the same geometry, stay inside them.
   boxes = r["face_boxes"][r["face_present"]]
   assert len(boxes) and np.all(boxes[:, 0] >= 13) and np.all(boxes[:, 2] <= 34)
+
+
+def test_raw_video_source_reads_the_manifest(dataset):
+  from data_pipelines import layout
+  entries = layout.read_manifest(dataset)
+  src = loader.VideoClipSource(entries, num_frames=3, fps=4.0, height=32, width=48)
+  batch = next(iter(loader.clip_dataset(src, seed=0, batch_size=2, shard_index=0, shard_count=1,
+                                        decode=False)))
+  assert batch["video"].shape == (2, 3, 32, 48, 3) and batch["video"].dtype == np.uint8
+  assert set(batch["clip_id"]) <= {e.clip_id for e in entries}
