@@ -3,7 +3,7 @@
 Runs once per dataset; rerunning skips finished clips. Each process takes clips i with
 i % shard_count == shard_index and writes its own record file, so hosts split the work.
 The defaults annotate a small synthetic dataset (generated into data.root when it has no
-manifest) with the patch codec; for real data set data.root, annotate.encoder='vae' and
+manifest) with the lossless latent codec; for real data set data.root, annotate.encoder='vae' and
 annotate.vae_dir, annotate.faces='arcface' and annotate.arcface_dir.
 """
 import ml_collections
@@ -31,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.annotate = ml_collections.ConfigDict()
   c.annotate.output_dir = ""                # "" = <workdir>/annotations
-  c.annotate.encoder = "patch"              # 'patch' (fixed linear codec) | 'vae'
+  c.annotate.encoder = "codec"              # 'codec' (lossless space-to-depth stand-in) | 'vae'
+  c.annotate.codec_spatial_factor = 2       # pixels per latent side for the codec
   c.annotate.vae_dir = ""                   # converted CogVideoX VAE (python -m conversion)
   c.annotate.vae_scaling_factor = 0.7       # 2b: 1.15258426
   c.annotate.faces = "identity"             # 'identity' (faces/<id>.npz identity) | 'arcface'

@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from data_pipelines import depth as depth_lib
+from sem_repa_jax.eval.colorize import colorize_depth
 from data_pipelines import layout, records, video
 
 
@@ -98,7 +99,7 @@ def annotate_clip(entry: layout.ClipEntry, root: str, spec: ClipSpec, teachers: 
     d = _select_frames(depth_lib.load_depth(dpath), idx, spec.num_frames, dpath)
     far = d.min() if spec.disparity else d.max()
     d = video.resize_frames(d, spec.height, spec.width, spec.resize_mode, pad_value=far)
-  depth_rgb = depth_lib.colorize(d, spec.disparity)
+  depth_rgb = colorize_depth(d, kind="disparity" if spec.disparity else "depth")
 
   fpath = layout.faces_path(root, entry.clip_id)
   faces = dict(np.load(fpath)) if fpath else {}

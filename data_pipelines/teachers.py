@@ -23,6 +23,19 @@ def vae_encoder(model_dir: str, scaling_factor: float):
   return encode_video
 
 
+def codec_encoder(spatial_factor: int = 2, temporal_factor: int = 4):
+  """encode_video with the demo's lossless LatentCodec (sem_repa_jax/models/latent_codec.py),
+  scaled by its scaling factor like the VAE's latents."""
+  import jax
+  from sem_repa_jax.models.latent_codec import LatentCodec
+  codec = LatentCodec(spatial_factor=spatial_factor, temporal_factor=temporal_factor)
+  encode = jax.jit(lambda x: codec.apply({}, x, method="encode")[0])
+
+  def encode_video(video):
+    return np.asarray(encode(np.asarray(video, np.float32)[None])[0]) * codec.scaling_factor
+  return encode_video
+
+
 def crop_faces(frames: np.ndarray, boxes: np.ndarray, size: int = 112) -> np.ndarray:
   """Square crops around xyxy boxes (side = the longer box side), resized to size, in [-1, 1]."""
   import cv2

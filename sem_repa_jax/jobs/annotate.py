@@ -8,16 +8,16 @@ from absl import logging
 
 
 def _teachers(config):
-  from data_pipelines import annotate, codec, teachers
+  from data_pipelines import annotate, teachers
   a = config.annotate
-  if a.encoder == "patch":
-    encode = codec.PatchCodec(seed=config.seed).encode_video
+  if a.encoder == "codec":
+    encode = teachers.codec_encoder(a.codec_spatial_factor)
   elif a.encoder == "vae":
     if not a.vae_dir:
       raise ValueError("config.annotate.encoder='vae' needs config.annotate.vae_dir")
     encode = teachers.vae_encoder(a.vae_dir, a.vae_scaling_factor)
   else:
-    raise ValueError(f"config.annotate.encoder={a.encoder!r}: expected 'patch' or 'vae'")
+    raise ValueError(f"config.annotate.encoder={a.encoder!r}: expected 'codec' or 'vae'")
   if a.faces == "identity":
     embed = None
   elif a.faces == "arcface":

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from data_pipelines import annotate, codec, depth, loader, records, synthetic
+from data_pipelines import annotate, loader, records, synthetic, teachers
 
 SPEC = annotate.ClipSpec(num_frames=5, fps=8.0, height=32, width=48)
 
@@ -18,14 +18,14 @@ def dataset(tmp_path_factory):
 
 
 def _teachers(fail_on=None):
-  enc = codec.PatchCodec(seed=0)
+  enc = teachers.codec_encoder(spatial_factor=8)
   calls = {"n": 0}
 
   def encode_video(x):
     calls["n"] += 1
     if fail_on is not None and calls["n"] == fail_on:
       raise RuntimeError("simulated crash inside a clip")
-    return enc.encode_video(x)
+    return enc(x)
   return annotate.Teachers(encode_video=encode_video)
 
 
@@ -41,8 +41,8 @@ def test_records_follow_the_schema(dataset, tmp_path):
   assert len(recs) == 5
   for r in recs.values():
     records.check_record(r)
-    assert r["video_latents"].shape == (2, 4, 6, 16) and r["video_latents"].dtype == np.float32
-    assert r["depth_latents"].shape == (2, 4, 6, 16) and r["image_latents"].shape == (1, 4, 6, 16)
+    assert r["video_latents"].shape == (2, 4, 6, 768) and r["video_latents"].dtype == np.float32
+    assert r["depth_latents"].shape == (2, 4, 6, 768) and r["image_latents"].shape == (1, 4, 6, 768)
     assert r["face_embeds"].shape == (5, synthetic.IDENTITY_DIM)
     norms = np.linalg.norm(r["face_embeds"], axis=-1)
     np.testing.assert_allclose(norms[r["face_present"]], 1.0, atol=1e-5)
@@ -93,16 +93,6 @@ def test_hosts_split_clips_disjointly(dataset, tmp_path):
   assert not ids[0] & ids[1] and len(ids[0] | ids[1]) == 5
 
 
-def test_colorized_depth_is_brighter_when_closer():
-  luma = depth.INFERNO.astype(float) @ [0.299, 0.587, 0.114]
-  assert np.all(np.diff(luma) > 0)                 # the table's brightness is monotonic
-  d = np.array([[[1.0, 2.0], [4.0, 8.0]]], np.float32)
-  rgb = depth.colorize(d)
-  np.testing.assert_array_equal(rgb[0, 0, 0], depth.INFERNO[255])
-  np.testing.assert_array_equal(rgb[0, 1, 1], depth.INFERNO[0])
-  np.testing.assert_array_equal(depth.colorize(10.0 - d, disparity=True), rgb)
-
-
 def test_annotate_job_end_to_end(tmp_path):
   from configs import annotate as annotate_config
   from sem_repa_jax.jobs import annotate as annotate_job
@@ -117,7 +107,7 @@ def test_annotate_job_end_to_end(tmp_path):
   recs = _decoded(os.path.join(c.workdir, "annotations"))
   assert len(recs) == 3
   r = next(iter(recs.values()))
-  assert r["video_latents"].shape == (2, 4, 6, 16)
+  assert r["video_latents"].shape == (2, 16, 24, 48)
   # Vertical 48x32 sources fit the height (32x21) and are centered in width 48: columns 13..33,
   # so face boxes, mapped through the same geometry, stay inside them.
   boxes = r["face_boxes"][r["face_present"]]
