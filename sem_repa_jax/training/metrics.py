@@ -1,0 +1,57 @@
+"""Metrics: workdir/metrics.jsonl (one JSON object per logged step) and TensorBoard, process 0 only."""
+import json
+import math
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+
+class MetricsWriter:
+  """Writes scalars per step. On resume at `start_step`, lines of later steps (written after the
+  checkpoint that is being resumed) are dropped so the file tells one consistent history."""
+
+  def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not self.enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self._truncate_after(start_step)
+    if tensorboard:
+      from tensorboardX import SummaryWriter
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _truncate_after(self, step: int) -> None:
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [l for l in f if l.strip()]
+    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    if len(kept) != len(lines):
+      tmp = self.path + ".tmp"
+      with open(tmp, "w") as f:
+        f.writelines(kept)
+      os.replace(tmp, self.path)
+
+  def write(self, step: int, scalars: dict) -> None:
+    if not self.enabled:
+      return
+    row = {"step": int(step)}
+    for k, v in scalars.items():
+      v = float(np.asarray(v))
+      row[k] = v if math.isfinite(v) else str(v)   # JSON has no NaN/Inf
+    with open(self.path, "a") as f:
+      f.write(json.dumps(row, sort_keys=True) + "\n")
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(k, float(np.asarray(v)), int(step))
+      self._tb.flush()
+    logging.info("step %d: %s", step, ", ".join(f"{k}={row[k]:.6g}" if isinstance(row[k], float)
+                                                else f"{k}={row[k]}" for k in sorted(scalars)))
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()

@@ -1,0 +1,105 @@
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from sem_repa_jax.training import loop, sharding
+from sem_repa_jax.training.checkpoint import Checkpointer
+from sem_repa_jax.training.metrics import MetricsWriter
+from tests.training import toy
+
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def job():
+  """One compiled toy job shared by the tests: (2,4,1) mesh, frozen head, EMA."""
+  cfg = toy.config((2, 4, 1))
+  return cfg, toy.setup(cfg, frozen_prefixes=("params/head",), ema_decay=0.9)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(tree))]
+
+
+class CrashAt:
+  """A data iterator that dies when asked for batch number `n` (like a preempted host)."""
+
+  def __init__(self, inner, n):
+    self.inner, self.n, self.count = inner, n, 0
+
+  def __next__(self):
+    self.count += 1
+    if self.count == self.n:
+      raise KeyboardInterrupt("simulated preemption")
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+
+def _run(job, workdir, data, crash_at=None):
+  cfg, (mesh, rules, abstract, init, step_fn) = job
+  ckpt = Checkpointer(workdir, cfg)
+  state, start = ckpt.restore_or(abstract, init, data)
+  writer = MetricsWriter(str(workdir), start)
+  it = CrashAt(data, crash_at) if crash_at else data
+  try:
+    return loop.train(state, step_fn, it, mesh=mesh, rules=rules, start_step=start,
+                      num_steps=STEPS, checkpointer=ckpt, writer=writer, config=cfg), start
+  finally:
+    ckpt.wait()
+    writer.close()
+
+
+def test_kill_and_resume_equals_uninterrupted_run(job, tmp_path):
+  data_a = toy.dataset(16)
+  state_a, _ = _run(job, tmp_path / "a", data_a)
+
+  data_b = toy.dataset(16)
+  with pytest.raises(KeyboardInterrupt):
+    _run(job, tmp_path / "b", data_b, crash_at=6)   # dies in step 6, after the step-4 checkpoint
+  data_b = toy.dataset(16)                           # a new process: fresh pipeline
+  state_b, start = _run(job, tmp_path / "b", data_b)
+  assert start == 4
+  assert int(state_b.step) == STEPS
+  for x, y in zip(_leaves(state_a), _leaves(state_b)):   # params, frozen, opt state, EMA, rng
+    np.testing.assert_array_equal(x, y)
+  assert data_a.get_state() == data_b.get_state()
+  np.testing.assert_array_equal(next(data_a)["x"], next(data_b)["x"])
+
+  rows = [json.loads(l) for l in open(tmp_path / "b" / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  rows_a = [json.loads(l) for l in open(tmp_path / "a" / "metrics.jsonl")]
+  assert rows == rows_a
+  assert {"loss", "mse", "l1", "grad_norm", "skipped", "learning_rate"} <= set(rows[0])
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "a" / "tensorboard"))
+
+
+def test_nan_guard_skips_update_and_frozen_modules_do_not_train(job):
+  cfg, (mesh, rules, abstract, init, step_fn) = job
+  state = init()
+  assert "head" not in state.params["params"] and "head" in state.frozen["params"]
+  assert all("head" not in jax.tree_util.keystr(p)
+             for p, _ in jax.tree_util.tree_flatten_with_path(state.opt_state)[0])
+  before = jax.device_get(state)
+  batch = next(toy.dataset(16))
+  bad = dict(batch, x=batch["x"].copy())
+  bad["x"][3, 5] = np.nan
+  state, m = step_fn(state, sharding.shard_batch(bad, mesh, rules))
+  assert float(m["skipped"]) == 1.0 and not np.isfinite(float(m["loss"]))
+  assert int(state.step) == 1
+  after = jax.device_get(state)
+  for name in ("params", "opt_state", "ema", "frozen"):
+    for x, y in zip(_leaves(getattr(before, name)), _leaves(getattr(after, name))):
+      np.testing.assert_array_equal(x, y)
+
+  state, m = step_fn(state, sharding.shard_batch(batch, mesh, rules))
+  assert float(m["skipped"]) == 0.0
+  after = jax.device_get(state)
+  changed = [not np.array_equal(x, y) for x, y in zip(_leaves(before.params), _leaves(after.params))]
+  assert all(changed)
+  for x, y in zip(_leaves(before.frozen), _leaves(after.frozen)):
+    np.testing.assert_array_equal(x, y)
