@@ -130,6 +130,14 @@ class CogVideoXImageToVideo:
   # --- stage 3: the compiled sampling loop ---------------------------------------------------------
   def _latents(self, transformer_variables, vae_variables, pixels, text, latents, image_noise,
                timesteps, coefficients, scales, key, *, method, do_cfg, num_frames):
+    k_lat, k_img, k_loop = jax.random.split(key, 3)
+    b, hw = pixels.shape[0], (pixels.shape[1] // self.facts.spatial_compression,
+                              pixels.shape[2] // self.facts.spatial_compression)
+    c = self.facts.latent_channels
+    if latents is None:
+      latents = jax.random.normal(k_lat, (b, num_frames, *hw, c), jnp.float32)
+    if image_noise is None:
+      image_noise = jax.random.normal(k_img, (b, 1, *hw, c), jnp.float32)
     image_latent = self.encode_image(vae_variables, pixels, image_noise)
     b, _, h, w, c = image_latent.shape
     image_latents = jnp.concatenate(
@@ -150,7 +158,7 @@ class CogVideoXImageToVideo:
       return out
 
     x, _ = samplers.sample_loop(denoise, latents, timesteps, coefficients, method=method,
-                                guidance_scales=scales, key=key, progress=self.progress)
+                                guidance_scales=scales, key=k_loop, progress=self.progress)
     return x
 
   # --- stage 4: decode -----------------------------------------------------------------------------
@@ -206,19 +214,17 @@ class CogVideoXImageToVideo:
     f_lat, extra = latent_frames(settings, facts)
     h, w = settings.height // facts.spatial_compression, settings.width // facts.spatial_compression
     shape = (b, f_lat, h, w, facts.latent_channels)
-    k_lat, k_img, k_loop = jax.random.split(key, 3)
-    latents = (jax.random.normal(k_lat, shape, jnp.float32) if latents is None
-               else _checked(latents, shape, "latents"))
-    noise_shape = (b, 1, h, w, facts.latent_channels)
-    image_noise = (jax.random.normal(k_img, noise_shape, jnp.float32) if image_noise is None
-                   else _checked(image_noise, noise_shape, "image_noise"))
+    if latents is not None:
+      latents = _checked(latents, shape, "latents")
+    if image_noise is not None:
+      image_noise = _checked(image_noise, (b, 1, h, w, facts.latent_channels), "image_noise")
     plan, scales = self.plan(settings)
     timesteps, coefficients = plan.arrays()
     self.progress.start(plan.num_steps)
     try:
       out = self._latents_fn(self.transformer_variables, self.vae_variables, jnp.asarray(pixels),
                              text, latents, image_noise, timesteps, coefficients,
-                             jnp.asarray(scales, jnp.float32), k_loop, method=plan.method,
+                             jnp.asarray(scales, jnp.float32), key, method=plan.method,
                              do_cfg=do_cfg, num_frames=f_lat)
       out = jax.block_until_ready(out)
       jax.effects_barrier()
