@@ -1,0 +1,44 @@
+"""Annotation: videos + teacher inputs -> ArrayRecord training records (data_pipelines/annotate.py).
+
+Runs once per dataset; rerunning skips finished clips. Each process takes clips i with
+i % shard_count == shard_index and writes its own record file, so hosts split the work.
+The defaults annotate a small synthetic dataset (generated into data.root when it has no
+manifest) with the patch codec; for real data set data.root, annotate.encoder='vae' and
+annotate.vae_dir, annotate.faces='arcface' and annotate.arcface_dir.
+"""
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = base.get_config()
+  c.job = "annotate"
+  c.workdir = "runs/annotate"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.root = "runs/annotate/synthetic"   # holds manifest.jsonl, videos, depth/, faces/
+  c.data.split = ""                         # "" = every split
+  c.data.num_frames = 9                    # SemanticREPA: 49
+  c.data.fps = 8.0
+  c.data.height = 96                       # SemanticREPA: 480
+  c.data.width = 144                       # SemanticREPA: 720
+  c.data.resize_mode = "auto"               # vertical videos: fit height and pad the width
+  c.data.start = 0.0                        # seconds into each video
+  c.data.synthetic_clips = 8                # >0: render this many clips when data.root is empty
+  c.data.synthetic_height = 96
+  c.data.synthetic_width = 144
+
+  c.annotate = ml_collections.ConfigDict()
+  c.annotate.output_dir = ""                # "" = <workdir>/annotations
+  c.annotate.encoder = "patch"              # 'patch' (fixed linear codec) | 'vae'
+  c.annotate.vae_dir = ""                   # converted CogVideoX VAE (python -m conversion)
+  c.annotate.vae_scaling_factor = 0.7       # 2b: 1.15258426
+  c.annotate.faces = "identity"             # 'identity' (faces/<id>.npz identity) | 'arcface'
+  c.annotate.arcface_dir = ""
+  c.annotate.disparity = False              # depth files hold disparity (larger = closer)
+  c.annotate.mask_stride = 8
+  c.annotate.noise_seed = 0
+  c.annotate.shard_index = -1               # -1: jax.process_index()
+  c.annotate.shard_count = -1               # -1: jax.process_count()
+  return c

@@ -1,0 +1,87 @@
+"""The on-disk dataset layout users produce: a folder of videos, manifest.jsonl, teacher inputs.
+
+```
+ROOT/manifest.jsonl       one JSON object per line: {"path", "caption", "split"?, "id"?}
+ROOT/<path>               the video (mp4, webm, gif, ...); path is relative to ROOT or absolute
+ROOT/depth/<id>.npy|.npz  optional teacher depth, float32 (F, H, W), F = the video's frame count or
+                          the clip's num_frames; larger = farther unless annotated as disparity
+ROOT/faces/<id>.npz       optional face inputs: boxes (F, 4) float32 xyxy pixels, present (F,) bool,
+                          optional masks (F, H, W) bool and identity (D,) float32
+```
+"""
+import dataclasses
+import json
+import os
+
+
+class ManifestError(ValueError):
+  """A manifest line that cannot be used; the message names the file and line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipEntry:
+  clip_id: str
+  path: str          # absolute path of the video
+  caption: str
+  split: str = "train"
+
+
+def _clip_id_from_path(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
+def read_manifest(root: str, split: str | None = None, name: str = "manifest.jsonl"
+                  ) -> list[ClipEntry]:
+  """Entries of ROOT/manifest.jsonl in file order (optionally one split). Ids must be unique."""
+  mpath = os.path.join(root, name)
+  if not os.path.isfile(mpath):
+    raise ManifestError(f"{mpath}: no manifest; expected one JSON object per line with keys "
+                        f"'path' and 'caption' (optional 'split', 'id')")
+  entries, seen = [], {}
+  with open(mpath) as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        obj = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ManifestError(f"{mpath}:{lineno}: not JSON ({e})") from e
+      if not isinstance(obj, dict) or "path" not in obj or "caption" not in obj:
+        raise ManifestError(f"{mpath}:{lineno}: expected an object with 'path' and 'caption', "
+                            f"got {line.strip()[:120]}")
+      path = obj["path"] if os.path.isabs(obj["path"]) else os.path.join(root, obj["path"])
+      clip_id = str(obj.get("id") or _clip_id_from_path(obj["path"]))
+      if clip_id in seen:
+        raise ManifestError(f"{mpath}:{lineno}: clip id {clip_id!r} already used on line "
+                            f"{seen[clip_id]}; give each line a unique 'id'")
+      seen[clip_id] = lineno
+      entry = ClipEntry(clip_id, path, str(obj["caption"]), str(obj.get("split") or "train"))
+      if split is None or entry.split == split:
+        entries.append(entry)
+  return entries
+
+
+def write_manifest(root: str, entries, name: str = "manifest.jsonl") -> str:
+  """Writes ROOT/manifest.jsonl atomically with paths relative to ROOT where possible."""
+  mpath = os.path.join(root, name)
+  tmp = mpath + ".tmp"
+  with open(tmp, "w") as f:
+    for e in entries:
+      rel = os.path.relpath(e.path, root) if os.path.isabs(e.path) else e.path
+      f.write(json.dumps({"id": e.clip_id, "path": rel, "caption": e.caption,
+                          "split": e.split}) + "\n")
+  os.replace(tmp, mpath)
+  return mpath
+
+
+def depth_path(root: str, clip_id: str) -> str | None:
+  for ext in (".npy", ".npz"):
+    p = os.path.join(root, "depth", clip_id + ext)
+    if os.path.isfile(p):
+      return p
+  return None
+
+
+def faces_path(root: str, clip_id: str) -> str | None:
+  p = os.path.join(root, "faces", clip_id + ".npz")
+  return p if os.path.isfile(p) else None

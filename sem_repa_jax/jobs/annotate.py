@@ -1,0 +1,56 @@
+"""Job 'annotate': teacher depth/faces/latents for every clip of a dataset, into ArrayRecord records.
+
+See data_pipelines/annotate.py for the stages and docs/data.md for the record schema.
+"""
+import os
+
+from absl import logging
+
+
+def _teachers(config):
+  from data_pipelines import annotate, codec, teachers
+  a = config.annotate
+  if a.encoder == "patch":
+    encode = codec.PatchCodec(seed=config.seed).encode_video
+  elif a.encoder == "vae":
+    if not a.vae_dir:
+      raise ValueError("config.annotate.encoder='vae' needs config.annotate.vae_dir")
+    encode = teachers.vae_encoder(a.vae_dir, a.vae_scaling_factor)
+  else:
+    raise ValueError(f"config.annotate.encoder={a.encoder!r}: expected 'patch' or 'vae'")
+  if a.faces == "identity":
+    embed = None
+  elif a.faces == "arcface":
+    if not a.arcface_dir:
+      raise ValueError("config.annotate.faces='arcface' needs config.annotate.arcface_dir")
+    embed = teachers.arcface_embedder(a.arcface_dir)
+  else:
+    raise ValueError(f"config.annotate.faces={a.faces!r}: expected 'identity' or 'arcface'")
+  return annotate.Teachers(encode_video=encode, embed_faces=embed)
+
+
+def run(config) -> None:
+  import jax
+  from tqdm import tqdm
+
+  from data_pipelines import annotate, synthetic
+  d, a = config.data, config.annotate
+  shard_index = jax.process_index() if a.shard_index < 0 else a.shard_index
+  shard_count = jax.process_count() if a.shard_count < 0 else a.shard_count
+  if d.synthetic_clips > 0 and not os.path.isfile(os.path.join(d.root, "manifest.jsonl")):
+    if shard_index == 0:
+      logging.info("rendering %d synthetic clips into %s", d.synthetic_clips, d.root)
+      synthetic.write_dataset(d.root, d.synthetic_clips, d.num_frames, d.synthetic_height,
+                              d.synthetic_width, fps=d.fps, seed=config.seed,
+                              progress=tqdm if config.progress_bar else None)
+    if shard_count > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("synthetic dataset written")
+  spec = annotate.ClipSpec(num_frames=d.num_frames, fps=d.fps, height=d.height, width=d.width,
+                           resize_mode=d.resize_mode, start=d.start, disparity=a.disparity,
+                           mask_stride=a.mask_stride, seed=a.noise_seed)
+  out = a.output_dir or os.path.join(config.workdir, "annotations")
+  summary = annotate.annotate_dataset(
+      d.root, out, spec, _teachers(config), shard_index=shard_index, shard_count=shard_count,
+      split=d.split or None, progress=tqdm if config.progress_bar else None)
+  logging.info("annotation shard %d/%d: %s", shard_index, shard_count, summary)
