@@ -1,0 +1,79 @@
+"""cogvideox-vae: a diffusers AutoencoderKLCogVideoX folder (e.g. CogVideoX-2b/vae) -> Orbax.
+
+Parameter paths mirror diffusers' module names (down_blocks.0 -> down_blocks_0, GroupNorm weight ->
+scale, the CausalConv3d wrapper's inner `.conv` dropped, downsamplers.0 -> downsampler).
+"""
+import dataclasses
+import os
+
+import numpy as np
+
+from conversion import mapping
+from conversion.mapping import Rule
+from conversion.safetensors_io import SafetensorsCheckpoint, read_config
+from conversion.writer import parse_dtype, save_converted
+
+KIND = "cogvideox-vae"
+HELP = "CogVideoX 3D causal VAE from a diffusers AutoencoderKLCogVideoX folder (e.g. CogVideoX-2b/vae)"
+FACTORY = "sem_repa_jax.models.cogvideox.vae:cogvideox_vae"
+
+_PREFIXES = [
+    (r"(?P<part>encoder|decoder)\.(?P<blk>down_blocks|up_blocks)\.(?P<bi>\d+)\.resnets\.(?P<ri>\d+)\.",
+     r"params/\g<part>/\g<blk>_\g<bi>/resnets_\g<ri>/"),
+    (r"(?P<part>encoder|decoder)\.mid_block\.resnets\.(?P<ri>\d+)\.",
+     r"params/\g<part>/mid_block/resnets_\g<ri>/"),
+    (r"(?P<part>encoder|decoder)\.(?P<blk>down_blocks|up_blocks)\.(?P<bi>\d+)\.",
+     r"params/\g<part>/\g<blk>_\g<bi>/"),
+    (r"(?P<part>encoder|decoder)\.", r"params/\g<part>/"),
+]
+_LEAVES = [
+    (r"(?P<n>norm1|norm2|norm_out)\.weight", r"\g<n>/scale", mapping.identity),
+    (r"(?P<n>norm1|norm2|norm_out)\.bias", r"\g<n>/bias", mapping.identity),
+    (r"(?P<n>norm1|norm2|norm_out)\.norm_layer\.weight", r"\g<n>/norm_layer/scale", mapping.identity),
+    (r"(?P<n>norm1|norm2|norm_out)\.norm_layer\.bias", r"\g<n>/norm_layer/bias", mapping.identity),
+    (r"(?P<n>norm1|norm2|norm_out)\.(?P<c>conv_y|conv_b)\.conv\.weight", r"\g<n>/\g<c>/kernel",
+     mapping.conv3d),
+    (r"(?P<n>norm1|norm2|norm_out)\.(?P<c>conv_y|conv_b)\.conv\.bias", r"\g<n>/\g<c>/bias",
+     mapping.identity),
+    (r"(?P<c>conv_in|conv_out|conv1|conv2)\.conv\.weight", r"\g<c>/kernel", mapping.conv3d),
+    (r"(?P<c>conv_in|conv_out|conv1|conv2)\.conv\.bias", r"\g<c>/bias", mapping.identity),
+    (r"conv_shortcut\.weight", r"conv_shortcut/kernel", mapping.conv3d),
+    (r"conv_shortcut\.bias", r"conv_shortcut/bias", mapping.identity),
+    (r"(?P<s>down|up)samplers\.0\.conv\.weight", r"\g<s>sampler/kernel", mapping.conv2d),
+    (r"(?P<s>down|up)samplers\.0\.conv\.bias", r"\g<s>sampler/bias", mapping.identity),
+]
+RULES = [Rule(p + leaf, t + target, transform)
+         for p, t in _PREFIXES for leaf, target, transform in _LEAVES]
+
+
+def target_shapes(module) -> dict:
+  """Flat {path: shape} of the module's parameters, from shapes only (nothing is computed)."""
+  import flax
+  import jax
+  import jax.numpy as jnp
+  cfg = module.config
+  side = cfg.spatial_compression
+  video = jax.ShapeDtypeStruct((1, 1, side, side, cfg.in_channels), jnp.float32)
+  abstract = jax.eval_shape(module.init, jax.random.key(0), video)
+  return {k: tuple(v.shape) for k, v in mapping.flatten(flax.core.meta.unbox(abstract)).items()}
+
+
+def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint") -> dict:
+  """Flat Flax variables from a Source of diffusers tensors; strict (see conversion.mapping)."""
+  from sem_repa_jax.models.cogvideox.vae import cogvideox_vae
+  module = cogvideox_vae(dataclasses.asdict(config))
+  return mapping.convert(source, RULES, target_shapes(module), dtype=dtype, src_name=src_name)
+
+
+def convert(src: str, dst: str, dtype: str = "float32") -> str:
+  from sem_repa_jax.models.cogvideox.vae import config_from_diffusers
+  np_dtype = parse_dtype(dtype)
+  config = config_from_diffusers(read_config(src), name=os.path.join(src, "config.json"))
+  ckpt = SafetensorsCheckpoint(src)
+  try:
+    flat = convert_arrays(ckpt, config, np_dtype, src_name=src)
+  finally:
+    ckpt.close()
+  kwargs = {"config": dataclasses.asdict(config), "dtype": dtype, "param_dtype": dtype}
+  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=kwargs,
+                        flat_variables=flat, source=os.path.abspath(src))

@@ -1,0 +1,286 @@
+"""Building blocks of the CogVideoX 3D causal VAE (diffusers `autoencoder_kl_cogvideox.py`).
+
+Videos are channels-last (B, F, H, W, C). Every block that holds a causal convolution takes the
+conv cache of the previous frame chunk (or None for the first chunk) and returns its own, as a
+nested dict of arrays whose shapes do not depend on the chunk length: that dict is the carry of
+the scan over chunks.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+VIDEO_AXES = ("batch", "frames", "height", "width", "channels")
+
+
+def _param(module, name, init, shape, names, dtype):
+  return module.param(name, nn.with_logical_partitioning(init, names), shape, dtype)
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+  """Source index of each output position of PyTorch `F.interpolate(mode='nearest', size=...)`."""
+  if in_size == out_size:
+    return np.arange(out_size)
+  scale = np.float32(in_size) / np.float32(out_size)
+  src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+  return np.minimum(src, in_size - 1)
+
+
+def nearest_resize(x, axis: int, out_size: int):
+  """Nearest-neighbour resize of one axis, as PyTorch computes it."""
+  in_size = x.shape[axis]
+  if out_size == in_size:
+    return x
+  if out_size % in_size == 0:
+    return jnp.repeat(x, out_size // in_size, axis=axis)
+  return jnp.take(x, jnp.asarray(nearest_indices(in_size, out_size)), axis=axis)
+
+
+class GroupNorm(nn.Module):
+  """GroupNorm over (frames, height, width, channels of a group), statistics in float32.
+
+  The statistics span every frame of the chunk it sees, which is why frame chunking changes the
+  numbers and has to follow diffusers exactly.
+  """
+  groups: int
+  eps: float
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    scale = _param(self, "scale", nn.initializers.ones, (c,), ("channels",), self.param_dtype)
+    bias = _param(self, "bias", nn.initializers.zeros, (c,), ("channels",), self.param_dtype)
+    xf = x.astype(jnp.float32).reshape(x.shape[0], -1, self.groups, c // self.groups)
+    mean = jnp.mean(xf, axis=(1, 3), keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=(1, 3), keepdims=True)
+    y = ((xf - mean) * jax.lax.rsqrt(var + self.eps)).reshape(x.shape)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(self.dtype)
+
+
+class CausalConv3d(nn.Module):
+  """CogVideoXCausalConv3d: k_t - 1 frames of left time padding, zero spatial padding.
+
+  The time padding is the first frame repeated (first chunk) or the cache, i.e. the last k_t - 1
+  frames of the previous chunk's padded input. Computed as k_t per-frame 2D convolutions summed
+  over time taps: on CPU and GPU this is faster than XLA's generic 3D convolution.
+  """
+  features: int
+  kernel_size: tuple = (3, 3, 3)
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cache=None):
+    kt, kh, kw = self.kernel_size
+    cin = x.shape[-1]
+    kernel = _param(self, "kernel", nn.initializers.lecun_normal(), (kt, kh, kw, cin, self.features),
+                    (None, None, None, "conv_in", "conv_out"), self.param_dtype)
+    bias = _param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
+                  self.param_dtype)
+    kernel, bias = kernel.astype(self.dtype), bias.astype(self.dtype)
+    x = x.astype(self.dtype)
+    if kt == 1 and kh == 1 and kw == 1:
+      return jnp.einsum("bfhwc,cd->bfhwd", x, kernel[0, 0, 0]) + bias, None
+    if kt > 1:
+      head = cache if cache is not None else jnp.repeat(x[:, :1], kt - 1, axis=1)
+      x = jnp.concatenate([head.astype(self.dtype), x], axis=1)
+      new_cache = x[:, -(kt - 1):]
+    else:
+      new_cache = None
+    b, f, h, w, _ = x.shape
+    frames = f - kt + 1
+    pad = [((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2]
+    y = None
+    for t in range(kt):
+      tap = x[:, t:t + frames].reshape(b * frames, h, w, cin)
+      yt = jax.lax.conv_general_dilated(tap, kernel[t], (1, 1), pad,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = yt if y is None else y + yt
+    y = y.reshape(b, frames, *y.shape[1:]) + bias
+    return nn.with_logical_constraint(y, VIDEO_AXES), new_cache
+
+
+class SpatialNorm3D(nn.Module):
+  """CogVideoXSpatialNorm3D: GroupNorm(f) * conv_y(zq) + conv_b(zq), zq resized to f.
+
+  The 1x1x1 convolutions are applied at the latent resolution before the nearest resize: a
+  pointwise map commutes with nearest resizing, so the result is the same at a fraction of the cost.
+  """
+  groups: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _resize(self, z, shape):
+    f, h, w = shape
+    if f > 1 and f % 2 == 1:
+      first = self._resize(z[:, :1], (1, h, w))
+      rest = self._resize(z[:, 1:], (f - 1, h, w))
+      return jnp.concatenate([first, rest], axis=1)
+    for axis, size in zip((1, 2, 3), (f, h, w)):
+      z = nearest_resize(z, axis, size)
+    return z
+
+  @nn.compact
+  def __call__(self, f, zq):
+    c = f.shape[-1]
+    kw = dict(kernel_size=(1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype)
+    y, _ = CausalConv3d(c, name="conv_y", **kw)(zq)
+    b, _ = CausalConv3d(c, name="conv_b", **kw)(zq)
+    norm = GroupNorm(self.groups, 1e-6, jnp.float32, self.param_dtype, name="norm_layer")(f)
+    out = norm * self._resize(y, f.shape[1:4]) + self._resize(b, f.shape[1:4])
+    return out.astype(self.dtype)
+
+
+class ResnetBlock3D(nn.Module):
+  """CogVideoXResnetBlock3D without time embedding; SpatialNorm3D when zq is given (decoder)."""
+  out_channels: int
+  groups: int
+  eps: float
+  spatial_norm: bool = False
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def _norm(self, name, x, zq):
+    if self.spatial_norm:
+      return SpatialNorm3D(self.groups, self.dtype, self.param_dtype, name=name)(x, zq)
+    return GroupNorm(self.groups, self.eps, self.dtype, self.param_dtype, name=name)(x)
+
+  @nn.compact
+  def __call__(self, x, zq=None, cache=None):
+    cache = cache or {}
+    new_cache = {}
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.silu(self._norm("norm1", x, zq))
+    h, new_cache["conv1"] = CausalConv3d(self.out_channels, name="conv1", **kw)(
+        h, cache.get("conv1"))
+    h = nn.silu(self._norm("norm2", h, zq))
+    h, new_cache["conv2"] = CausalConv3d(self.out_channels, name="conv2", **kw)(
+        h, cache.get("conv2"))
+    if x.shape[-1] != self.out_channels:
+      # A plain Conv3d(k=1) in diffusers, not a causal one: no cache.
+      x, _ = CausalConv3d(self.out_channels, (1, 1, 1), name="conv_shortcut", **kw)(x)
+    return (h + x).astype(self.dtype), new_cache
+
+
+def compress_time(x):
+  """Temporal x2 average pooling; an odd frame count keeps the first frame as it is."""
+  f = x.shape[1]
+  if f % 2 == 1:
+    first, rest = x[:, :1], x[:, 1:]
+    if rest.shape[1] == 0:
+      return first
+    rest = (rest[:, 0::2] + rest[:, 1::2]) / 2
+    return jnp.concatenate([first, rest], axis=1)
+  return (x[:, 0::2] + x[:, 1::2]) / 2
+
+
+class Downsample3D(nn.Module):
+  """CogVideoXDownsample3D: optional time pooling, pad (0,1,0,1), Conv2d k3 s2 per frame."""
+  features: int
+  compress_time: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cin = x.shape[-1]
+    kernel = _param(self, "kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features),
+                    (None, None, "conv_in", "conv_out"), self.param_dtype).astype(self.dtype)
+    bias = _param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
+                  self.param_dtype).astype(self.dtype)
+    if self.compress_time:
+      x = compress_time(x)
+    b, f, h, w, _ = x.shape
+    y = jax.lax.conv_general_dilated(x.reshape(b * f, h, w, cin).astype(self.dtype), kernel,
+                                     (2, 2), [(0, 1), (0, 1)],
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return (y + bias).reshape(b, f, *y.shape[1:])
+
+
+def upsample_nearest(x, compress_time: bool):
+  """Nearest x2 of H and W; with compress_time also x2 of frames, except a lone first frame."""
+  f = x.shape[1]
+  if compress_time and f > 1:
+    if f % 2 == 1:
+      first = upsample_nearest(x[:, :1], False)
+      rest = upsample_nearest(x[:, 1:], True)
+      return jnp.concatenate([first, rest], axis=1)
+    x = jnp.repeat(x, 2, axis=1)
+  return jnp.repeat(jnp.repeat(x, 2, axis=2), 2, axis=3)
+
+
+class Upsample3D(nn.Module):
+  """CogVideoXUpsample3D: nearest x2 (time too when compress_time), Conv2d k3 p1 per frame."""
+  features: int
+  compress_time: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cin = x.shape[-1]
+    kernel = _param(self, "kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features),
+                    (None, None, "conv_in", "conv_out"), self.param_dtype).astype(self.dtype)
+    bias = _param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
+                  self.param_dtype).astype(self.dtype)
+    x = upsample_nearest(x.astype(self.dtype), self.compress_time)
+    b, f, h, w, _ = x.shape
+    y = jax.lax.conv_general_dilated(x.reshape(b * f, h, w, cin), kernel, (1, 1),
+                                     [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = (y + bias).reshape(b, f, *y.shape[1:])
+    return nn.with_logical_constraint(y, VIDEO_AXES)
+
+
+class DownBlock3D(nn.Module):
+  """CogVideoXDownBlock3D: resnets, then an optional Downsample3D (no cache after it)."""
+  out_channels: int
+  num_layers: int
+  groups: int
+  eps: float
+  add_downsample: bool
+  compress_time: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, cache=None):
+    cache = cache or {}
+    new_cache = {}
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    for i in range(self.num_layers):
+      key = f"resnets_{i}"
+      x, new_cache[key] = ResnetBlock3D(self.out_channels, self.groups, self.eps, name=key, **kw)(
+          x, None, cache.get(key))
+    if self.add_downsample:
+      x = Downsample3D(self.out_channels, self.compress_time, name="downsampler", **kw)(x)
+    return x, new_cache
+
+
+class UpBlock3D(nn.Module):
+  """CogVideoXUpBlock3D (also the mid block, with add_upsample False): SpatialNorm3D resnets."""
+  out_channels: int
+  num_layers: int
+  groups: int
+  eps: float
+  add_upsample: bool
+  compress_time: bool
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, zq, cache=None):
+    cache = cache or {}
+    new_cache = {}
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    for i in range(self.num_layers):
+      key = f"resnets_{i}"
+      x, new_cache[key] = ResnetBlock3D(self.out_channels, self.groups, self.eps, True, name=key,
+                                        **kw)(x, zq, cache.get(key))
+    if self.add_upsample:
+      x = Upsample3D(self.out_channels, self.compress_time, name="upsampler", **kw)(x)
+    return x, new_cache
