@@ -3,6 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from sem_repa_jax.diffusion import schedules
 from sem_repa_jax.models.semrepa import losses
 from sem_repa_jax.models.semrepa.frames import latent_frame_groups, pool_face_embeddings
 from sem_repa_jax.models.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
@@ -66,42 +67,45 @@ def _toy_modules():
   return sam, idm
 
 
+AB = schedules.cogvideox_alphas_cumprod(3.0)
+
+
 def test_finetune_loss_terms_match_their_definitions():
   k = jax.random.split(jax.random.key(0), 4)
   z0, d0, eps, noise = (jax.random.normal(ki, (2, 3, 4, 4, 2)) for ki in k)
-  ab = jnp.array([0.9, 0.3])
-  ab_prev = jnp.array([0.92, 0.35])
   t = jnp.array([100, 700])
-  z_t = losses.add_noise(z0, eps, ab)
-  v_hat = losses.v_target(z0, eps, ab) + 0.1 * noise
+  ab = jnp.asarray(AB, jnp.float32)[t][:, None, None, None, None]
+  z_t = jnp.sqrt(ab) * z0 + jnp.sqrt(1 - ab) * eps
+  v = jnp.sqrt(ab) * eps - jnp.sqrt(1 - ab) * z0
+  v_hat = v + 0.1 * noise
   sam, idm = _toy_modules()
   mask = jnp.array([[True, True, False], [True, False, True]])
   cfg = losses.SemRepaLossConfig(lambda_structure=0.01, lambda_id=1.0)
-  total, m = losses.finetune_losses(v_hat, z_t, z0, d0, eps, ab, ab_prev, t, mask, sam, idm, cfg)
-  z0_hat = losses.clean_from_v(z_t, v_hat, ab)
-  a = ab[:, None, None, None, None]
-  np.testing.assert_allclose(m["loss_diffusion"], jnp.mean((z0_hat - z0) ** 2 / (1 - a)), rtol=1e-5)
+  total, m = losses.finetune_losses(v_hat, z_t, z0, d0, eps, t, mask, sam, idm, cfg, AB)
+  z0_hat = jnp.sqrt(ab) * z_t - jnp.sqrt(1 - ab) * v_hat
+  np.testing.assert_allclose(m["loss_diffusion"], jnp.mean((z0_hat - z0) ** 2 / (1 - ab)), rtol=1e-4)
   d_hat = sam(z0_hat, jnp.zeros(2, jnp.int32))
-  np.testing.assert_allclose(m["loss_structure"], jnp.mean((d_hat - d0) ** 2), rtol=1e-6)
+  np.testing.assert_allclose(m["loss_structure"], jnp.mean((d_hat - d0) ** 2), rtol=1e-5)
   diff = jnp.abs(idm(z0_hat, d_hat) - idm(z0, d0)).mean(-1)
-  np.testing.assert_allclose(m["loss_id"], (diff * mask).sum() / mask.sum(), rtol=1e-6)
+  np.testing.assert_allclose(m["loss_id"], (diff * mask).sum() / mask.sum(), rtol=1e-5)
   np.testing.assert_allclose(total, m["loss_diffusion"] + 0.01 * m["loss_structure"] + m["loss_id"],
                              rtol=1e-6)
 
 
 def test_noisy_structure_variant_uses_the_previous_noise_level():
   k = jax.random.split(jax.random.key(1), 3)
-  z0, d0, eps = (jax.random.normal(ki, (1, 3, 4, 4, 2)) for ki in k)
-  ab, ab_prev = jnp.array([0.5]), jnp.array([0.6])
-  z_t = losses.add_noise(z0, eps, ab)
-  # With a perfect prediction the DDIM step lands exactly on z_{t-1} of the same noise.
-  z_prev = losses.ddim_previous(z_t, z0, ab, ab_prev)
-  np.testing.assert_allclose(z_prev, losses.add_noise(z0, eps, ab_prev), atol=1e-5)
+  z0, d0, eps = (jax.random.normal(ki, (2, 3, 4, 4, 2)) for ki in k)
+  t = jnp.array([10, 0])
+  v = schedules.velocity(AB, z0, eps, t)
+  z_t = schedules.add_noise(AB, z0, eps, t)
+  # With a perfect prediction the DDIM step lands exactly on z_{t-1} of the same noise (z0 at t=0).
+  z_prev = losses.ddim_previous(AB, z_t, v, t)
+  np.testing.assert_allclose(z_prev[0], schedules.add_noise(AB, z0, eps, t - 1)[0], atol=1e-5)
+  np.testing.assert_allclose(z_prev[1], z0[1], atol=1e-5)
   sam = lambda z, t: z              # a SAM that copies its input is perfect iff d0 == z0
   idm = lambda z, d: jnp.mean(z, axis=(2, 3))
   cfg = losses.SemRepaLossConfig(structure_input="noisy")
-  _, m = losses.finetune_losses(losses.v_target(z0, eps, ab), z_t, z0, z0, eps, ab, ab_prev,
-                                jnp.array([10]), jnp.ones((1, 3), bool), sam, idm, cfg)
+  _, m = losses.finetune_losses(v, z_t, z0, z0, eps, t, jnp.ones((2, 3), bool), sam, idm, cfg, AB)
   assert float(m["loss_diffusion"]) < 1e-10
   assert float(m["loss_structure"]) < 1e-10
   assert float(m["loss_id"]) < 1e-6
@@ -110,18 +114,17 @@ def test_noisy_structure_variant_uses_the_previous_noise_level():
 def test_gradients_reach_only_the_prediction():
   k = jax.random.split(jax.random.key(2), 3)
   z0, d0, eps = (jax.random.normal(ki, (1, 3, 4, 4, 2)) for ki in k)
-  ab, ab_prev = jnp.array([0.5]), jnp.array([0.6])
-  z_t = losses.add_noise(z0, eps, ab)
-  w_sam = jnp.array(0.5)
+  t = jnp.array([300])
+  z_t = schedules.add_noise(AB, z0, eps, t)
   cfg = losses.SemRepaLossConfig()
 
   def loss(v_hat, w):
     sam = lambda z, t: jax.lax.stop_gradient(w) * z
     idm = lambda z, d: jnp.mean(z * d, axis=(2, 3))
-    return losses.finetune_losses(v_hat, z_t, z0, d0, eps, ab, ab_prev, jnp.array([3]),
-                                  jnp.ones((1, 3), bool), sam, idm, cfg)[0]
+    return losses.finetune_losses(v_hat, z_t, z0, d0, eps, t, jnp.ones((1, 3), bool), sam, idm,
+                                  cfg, AB)[0]
 
-  gv, gw = jax.grad(loss, argnums=(0, 1))(jnp.zeros_like(z0), w_sam)
+  gv, gw = jax.grad(loss, argnums=(0, 1))(jnp.zeros_like(z0), jnp.array(0.5))
   assert float(jnp.abs(gv).max()) > 0
   assert float(gw) == 0.0
 
