@@ -2,6 +2,7 @@
 import importlib
 import json
 import os
+import shutil
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -74,3 +75,40 @@ def load_pretrained(path: str, *, sharding: Sharding = None, dtype: Optional[Any
   variables = ckptr.restore(var_dir, abstract)
   ckptr.close()
   return module, variables
+
+
+def save_pretrained(dst: str, *, kind: str, factory: str, module_kwargs: dict, variables,
+                    source: str = "", overwrite: bool = True) -> str:
+  """Writes DST/config.json (kind, factory, module_kwargs, source) + DST/variables (Orbax).
+
+  The folder appears whole or not at all: everything is written under a temporary sibling and
+  renamed into place, so an interrupted save never leaves a half-written DST. Only process 0
+  writes when `variables` are numpy arrays; jax arrays are saved collectively by all processes.
+  """
+  import orbax.checkpoint as ocp
+  dst = os.path.abspath(dst)
+  if os.path.exists(dst) and not overwrite:
+    raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  tmp = f"{dst}.partial-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    meta = {"kind": kind, "factory": factory, "module_kwargs": module_kwargs, "source": source}
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump(meta, f, indent=2, sort_keys=True)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(tmp, "variables"), variables)
+    ckptr.wait_until_finished()
+    ckptr.close()
+    if os.path.exists(dst):
+      old = f"{dst}.old-{os.getpid()}"
+      os.replace(dst, old)
+      os.replace(tmp, dst)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.replace(tmp, dst)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return dst
