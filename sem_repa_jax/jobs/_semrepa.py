@@ -98,6 +98,11 @@ def train(config, model: SemanticREPA, loss_fn, init_args, *, frozen_prefixes=()
   `prepare_state(state) -> state` on a fresh state, e.g. to load pretrained weights), and trains."""
   mesh = mesh_lib.make_mesh(config)
   rules = sharding.axis_rules(config)
+  parallel = sharding.batch_sharding(mesh, rules).num_devices // int(
+      np.prod([mesh.shape[a] for a in mesh.axis_names if a not in _batch_axes(rules)]))
+  if config.data.batch_size % parallel:
+    raise ValueError(f"config.data.batch_size={config.data.batch_size} is not divisible by the "
+                     f"{parallel}-way data parallelism of mesh {dict(mesh.shape)}")
   tx, schedule = optimizers.make_optimizer(config.optimizer)
   opt = optimizers.resolve_config(config.optimizer)
   abstract, init = make_train_state(model.init, jax.random.key(config.seed), *init_args, tx=tx,
@@ -120,6 +125,13 @@ def train(config, model: SemanticREPA, loss_fn, init_args, *, frozen_prefixes=()
   if writer is not None:
     writer.close()
   return state, mesh
+
+
+def _batch_axes(rules) -> tuple:
+  for name, axes in rules:
+    if name == "batch":
+      return (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return ()
 
 
 def export_alignment_modules(config, state) -> str:
