@@ -99,7 +99,8 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
   Metrics are fetched from the device only every `log_every` steps (mean over the interval;
   'skipped' as a count), so the host never waits on each step. A checkpoint is saved every
   `checkpoint_every` steps (0: only at the end) and at the end. Unset arguments come from
-  config.log_every_steps, config.checkpoint.every_steps and config.progress_bar.
+  config.log_every_steps, config.checkpoint.every_steps and config.progress_bar. When the cluster
+  announces a preemption, every host saves the same step and returns early.
   """
   if log_every is None:
     log_every = config.log_every_steps if config is not None else 10
@@ -111,7 +112,12 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
              desc="train", dynamic_ncols=True)
   pending = []
   for step in range(start_step, num_steps):
-    batch = sharding_lib.shard_batch(next(data_iterator), mesh, rules)
+    try:
+      host_batch = next(data_iterator)
+    except StopIteration:
+      raise ValueError(f"the data iterator ran out before step {step + 1} of {num_steps}; "
+                       "repeat the dataset (grain: .repeat()) or lower the number of steps") from None
+    batch = sharding_lib.shard_batch(host_batch, mesh, rules)
     state, metrics = step_fn(state, batch)
     pending.append(metrics)
     done = step + 1
@@ -129,9 +135,13 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
         writer.write(done, summary)
       bar.set_postfix(loss=f"{summary['loss']:.4g}")
     bar.update(1)
-    if checkpointer is not None and (done == num_steps or
+    preempted = checkpointer is not None and checkpointer.reached_preemption(done)
+    if checkpointer is not None and (done == num_steps or preempted or
                                      (checkpoint_every and done % checkpoint_every == 0)):
       checkpointer.save(done, state, data_iterator)
+    if preempted:
+      logging.warning("preempted: saved step %d, stopping", done)
+      break
   bar.close()
   if checkpointer is not None:
     checkpointer.wait()
