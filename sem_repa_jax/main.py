@@ -10,21 +10,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.p
                                           lock_config=True)
 
 
-def _maybe_initialize_distributed(config) -> None:
-  import jax
-  d = config.get("distributed")
-  if d is None or not d.initialize:
-    return
-  kwargs = {}
-  if d.coordinator_address:
-    kwargs["coordinator_address"] = d.coordinator_address
-  if d.num_processes > 0:
-    kwargs["num_processes"] = d.num_processes
-  if d.process_id >= 0:
-    kwargs["process_id"] = d.process_id
-  jax.distributed.initialize(**kwargs)
-
-
 def write_resolved_config(config, workdir: str) -> str:
   """Writes the resolved config as JSON into `workdir` (atomically) and returns the path."""
   os.makedirs(workdir, exist_ok=True)
@@ -49,7 +34,8 @@ def main(argv) -> int:
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  _maybe_initialize_distributed(config)
+  from sem_repa_jax.training.mesh import initialize_distributed
+  initialize_distributed(config)
   import jax
   try:
     config_checks.check_config(config, jax.device_count())

@@ -82,6 +82,11 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     return self.manager.restore(int(step), args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
+  def reached_preemption(self, step: int) -> bool:
+    """True on every host at the same step once the cluster announced a preemption (SIGTERM on a
+    multi-host run, via jax.distributed's preemption service); always False on one process."""
+    return self.manager.reached_preemption(int(step))
+
   def wait(self) -> None:
     """Blocks until the last async save is on disk."""
     self.manager.wait_until_finished()

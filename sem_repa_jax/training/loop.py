@@ -97,23 +97,36 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
   """Runs steps start_step..num_steps-1; returns the final state (saved when a checkpointer is given).
 
   Metrics are fetched from the device only every `log_every` steps (mean over the interval;
-  'skipped' as a count), so the host never waits on each step.
+  'skipped' as a count), so the host never waits on each step. A checkpoint is saved every
+  `checkpoint_every` steps (0: only at the end) and at the end. Unset arguments come from
+  config.log_every_steps, config.checkpoint.every_steps and config.progress_bar. When the cluster
+  announces a preemption, every host saves the same step and returns early.
   """
-  log_every = log_every or (config.log_every_steps if config is not None else 10)
-  checkpoint_every = checkpoint_every or (config.checkpoint.every_steps if config is not None else 0)
-  show = progress_bar if progress_bar is not None else (config.progress_bar if config else False)
-  bar = tqdm(total=num_steps, initial=start_step, disable=not show or jax.process_index() != 0,
+  if log_every is None:
+    log_every = config.log_every_steps if config is not None else 10
+  if checkpoint_every is None:
+    checkpoint_every = config.checkpoint.every_steps if config is not None else 0
+  if progress_bar is None:
+    progress_bar = bool(config.progress_bar) if config is not None else False
+  bar = tqdm(total=num_steps, initial=start_step, disable=not progress_bar or jax.process_index() != 0,
              desc="train", dynamic_ncols=True)
   pending = []
   for step in range(start_step, num_steps):
-    batch = sharding_lib.shard_batch(next(data_iterator), mesh, rules)
+    try:
+      host_batch = next(data_iterator)
+    except StopIteration:
+      raise ValueError(f"the data iterator ran out before step {step + 1} of {num_steps}; "
+                       "repeat the dataset (grain: .repeat()) or lower the number of steps") from None
+    batch = sharding_lib.shard_batch(host_batch, mesh, rules)
     state, metrics = step_fn(state, batch)
     pending.append(metrics)
     done = step + 1
     if done % log_every == 0 or done == num_steps:
       fetched = jax.device_get(pending)
       pending = []
-      summary = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+      # Averages over the updates that happened; a skipped step's NaN would hide the rest.
+      used = [m for m in fetched if not m["skipped"]] or fetched
+      summary = {k: float(np.mean([m[k] for m in used])) for k in fetched[0]}
       summary["skipped"] = float(sum(m["skipped"] for m in fetched))
       if summary["skipped"]:
         logging.warning("steps %d-%d: %d update(s) skipped for a non-finite loss or gradient",
@@ -122,9 +135,13 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
         writer.write(done, summary)
       bar.set_postfix(loss=f"{summary['loss']:.4g}")
     bar.update(1)
-    if checkpointer is not None and (done == num_steps or
+    preempted = checkpointer is not None and checkpointer.reached_preemption(done)
+    if checkpointer is not None and (done == num_steps or preempted or
                                      (checkpoint_every and done % checkpoint_every == 0)):
       checkpointer.save(done, state, data_iterator)
+    if preempted:
+      logging.warning("preempted: saved step %d, stopping", done)
+      break
   bar.close()
   if checkpointer is not None:
     checkpointer.wait()

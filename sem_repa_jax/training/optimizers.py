@@ -110,8 +110,50 @@ def dynamic_code_book(signed: bool) -> np.ndarray:
   return data.astype(np.float32)
 
 
-_SIGNED = dynamic_code_book(True)
-_UNSIGNED = dynamic_code_book(False)
+_OCTAVES = 28     # codes reach 3e-7 of the block max; 2^-28 is below that
+_SPAN = _OCTAVES + 1   # |x| <= 1 maps into [0, _SPAN]
+
+
+def _log_position(x, xp=jnp):
+  """A monotone map of [-1, 1] onto [-_SPAN, _SPAN] that spreads the decades evenly.
+
+  Piecewise-linear log2 from the float's exponent and mantissa: exact in float32 (no rounding),
+  so the device and the numpy table agree bit for bit.
+  """
+  mantissa, exponent = xp.frexp(xp.abs(x))            # |x| = mantissa * 2^exponent, m in [0.5, 1)
+  mag = xp.maximum(exponent.astype(xp.float32) + 2 * mantissa - 1 + _OCTAVES, 0)
+  mag = xp.where(mantissa == 0, 0, mag)                # frexp(0) = (0, 0)
+  return xp.where(x < 0, -mag, mag).astype(xp.float32)
+
+
+class _CodeBook:
+  """A code book plus a lookup table that finds the nearest code in O(1): 2^14 equal buckets of
+  `_log_position` hold at most one decision boundary (midpoint) each, so the nearest code of x is
+  table[bucket(x)] + (x > next midpoint). A binary search instead costs 8 dependent gathers per
+  element (~25x slower than the rest of the Adam update on CPU)."""
+
+  BUCKETS = 2 ** 14
+
+  def __init__(self, signed: bool):
+    self.values = dynamic_code_book(signed)
+    self.mids = ((self.values[1:].astype(np.float64) + self.values[:-1]) / 2).astype(np.float32)
+    t = _log_position(self.mids, np)
+    edges = np.linspace(-_SPAN, _SPAN, self.BUCKETS + 1)
+    assert np.all(np.diff(t) > 2 * _SPAN / self.BUCKETS), "buckets too coarse for the code book"
+    self.table = np.searchsorted(t, edges[:-1], side="left").astype(np.int32)
+
+  def encode(self, x):
+    """Index of the nearest code for each x in [-1, 1]."""
+    t = _log_position(x)
+    bucket = jnp.clip(((t + _SPAN) * (self.BUCKETS / (2 * _SPAN))).astype(jnp.int32), 0,
+                      self.BUCKETS - 1)
+    first = jnp.asarray(self.table)[bucket]
+    nxt = jnp.asarray(self.mids)[jnp.minimum(first, self.mids.size - 1)]
+    return (first + ((x > nxt) & (first < self.mids.size))).astype(jnp.uint8)
+
+
+_SIGNED = _CodeBook(True)
+_UNSIGNED = _CodeBook(False)
 
 
 class QuantizedMoment(NamedTuple):
@@ -123,23 +165,20 @@ class QuantizedMoment(NamedTuple):
 def _blocks(x, block_size):
   flat = x.reshape(-1)
   pad = (-flat.size) % block_size
-  return jnp.pad(flat, (0, pad)).reshape(-1, block_size)
+  return (jnp.pad(flat, (0, pad)) if pad else flat).reshape(-1, block_size)
 
 
 def quantize(x, block_size: int, signed: bool) -> QuantizedMoment:
-  book = jnp.asarray(_SIGNED if signed else _UNSIGNED)
   blocks = _blocks(x.astype(jnp.float32), block_size)
   scales = jnp.max(jnp.abs(blocks), axis=1)
   normed = blocks / jnp.where(scales > 0, scales, 1.0)[:, None]
-  # Nearest code: search among midpoints between neighbouring code values.
-  mids = (book[1:] + book[:-1]) / 2
-  codes = jnp.searchsorted(mids, normed).astype(jnp.uint8)
+  codes = (_SIGNED if signed else _UNSIGNED).encode(normed)
   codes = codes.reshape(-1)[:x.size].reshape(x.shape)
   return QuantizedMoment(codes, scales)
 
 
 def dequantize(q: QuantizedMoment, block_size: int, signed: bool) -> jax.Array:
-  book = jnp.asarray(_SIGNED if signed else _UNSIGNED)
+  book = jnp.asarray((_SIGNED if signed else _UNSIGNED).values)
   values = _blocks(book[q.codes.astype(jnp.int32)], block_size) * q.scales[:, None]
   return values.reshape(-1)[:q.codes.size].reshape(q.codes.shape)
 

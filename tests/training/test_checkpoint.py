@@ -28,6 +28,9 @@ def test_round_trip_then_restore_on_another_mesh(tmp_path):
   mesh, rules, abstract, init, step_fn = toy.setup(cfg, frozen_prefixes=("params/head",),
                                                    ema_decay=0.9)
   state, data = init(), toy.dataset(16)
+  kernel = state.params["params"]["Dense_0"]["kernel"]
+  codes = state.opt_state[1].mu["params"]["Dense_0"]["kernel"]
+  assert codes.codes.dtype == np.uint8 and codes.codes.sharding == kernel.sharding
   for _ in range(2):
     state, _ = step_fn(state, sharding.shard_batch(next(data), mesh, rules))
   ckpt = Checkpointer(tmp_path, cfg)

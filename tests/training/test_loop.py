@@ -103,3 +103,9 @@ def test_nan_guard_skips_update_and_frozen_modules_do_not_train(job):
   assert all(changed)
   for x, y in zip(_leaves(before.frozen), _leaves(after.frozen)):
     np.testing.assert_array_equal(x, y)
+
+
+def test_exhausted_data_is_explained(job):
+  cfg, (mesh, rules, abstract, init, step_fn) = job
+  with pytest.raises(ValueError, match="ran out before step 1 of 3.*repeat"):
+    loop.train(None, step_fn, iter([]), mesh=mesh, rules=rules, start_step=0, num_steps=3)

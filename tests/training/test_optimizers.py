@@ -17,6 +17,18 @@ def test_dynamic_code_books():
   assert np.abs(signed[signed != 0]).min() < 1e-6 and unsigned[1] < 1e-6
 
 
+@pytest.mark.parametrize("signed", [True, False])
+def test_code_lookup_finds_the_nearest_code(signed):
+  book = optimizers._SIGNED if signed else optimizers._UNSIGNED
+  r = np.random.default_rng(0)
+  x = r.uniform(-1 if signed else 0, 1, 20000) * 10.0 ** r.uniform(-8, 0, 20000)
+  x = np.concatenate([x, book.values, book.mids * (1 + 1e-6), book.mids * (1 - 1e-6), [0, 1]])
+  x = x.astype(np.float32)
+  nearest = np.abs(x[:, None] - book.values[None, :].astype(np.float64)).argmin(1)
+  got = np.asarray(book.encode(jnp.asarray(x)))
+  np.testing.assert_array_equal(book.values[got], book.values[nearest])
+
+
 def test_quantization_error_is_relative_to_magnitude():
   x = jnp.asarray(np.random.default_rng(0).lognormal(0, 3, size=(3, 1000)), jnp.float32)
   q = optimizers.quantize(x, 256, signed=False)

@@ -1,0 +1,70 @@
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from sem_repa_jax.training import loop
+from sem_repa_jax.training.checkpoint import Checkpointer
+from tests.training import toy
+
+STEPS = 3    # as multihost_worker.STEPS (not imported: it sets up a 4-device process)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+class Concat:
+  """The global batch a 2-host run sees: host 0's half, then host 1's."""
+
+  def __init__(self):
+    self.parts = [toy.dataset(8, shard_index=i, shard_count=2) for i in range(2)]
+
+  def __next__(self):
+    halves = [next(p) for p in self.parts]
+    return {k: np.concatenate([h[k] for h in halves]) for k in halves[0]}
+
+
+def test_two_processes_match_one_process_with_eight_devices(tmp_path):
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  env["PYTHONPATH"] = ROOT
+  worker = os.path.join(ROOT, "tests", "training", "multihost_worker.py")
+  procs = [subprocess.Popen([sys.executable, worker, str(i), str(port), str(tmp_path), str(STEPS)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=150)[0].decode() for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+
+  # The same job on this process's 8 devices, fed the concatenated batches.
+  cfg = toy.config((2, 4, 1), tmp_path / "single")
+  mesh, rules, abstract, init, step_fn = toy.setup(cfg)
+  state = loop.train(init(), step_fn, Concat(), mesh=mesh, rules=rules, start_step=0,
+                     num_steps=STEPS, log_every=STEPS, checkpoint_every=0, progress_bar=False)
+  multi = np.load(tmp_path / "params.npz")
+  flat = {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]}
+  assert set(flat) == set(multi.files)
+  for k in flat:
+    np.testing.assert_allclose(multi[k], flat[k], rtol=0, atol=1e-6, err_msg=k)
+
+  # The checkpoint both hosts wrote together restores here, on one host, into 8 devices.
+  ckpt = Checkpointer(tmp_path)
+  assert ckpt.latest_step() == STEPS
+  data_files = sorted(f for f in os.listdir(os.path.join(ckpt.directory, str(STEPS), "data")) if f.endswith(".json"))
+  assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+  restored = ckpt.restore(abstract)
+  for (p, x) in jax.tree_util.tree_flatten_with_path(jax.device_get(restored.params))[0]:
+    np.testing.assert_array_equal(np.asarray(x), multi[jax.tree_util.keystr(p)])
