@@ -19,6 +19,18 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+
+def _single_threaded_cpu() -> bool:
+  # Decided before jax is imported: XLA reads its flags once. On a shared CPU, torch's and XLA's
+  # thread pools oversubscribe the cores and time mostly contention (torch with 2 threads on a
+  # loaded 2-core machine ran a step ~35x slower than with 1), so both sides get one thread.
+  return "--threads" not in sys.argv or sys.argv[sys.argv.index("--threads") + 1] == "1"
+
+
+if _single_threaded_cpu():
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                             " intra_op_parallelism_threads=1").strip()
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -80,10 +92,12 @@ def _cpu_models(size, workdir):
   return transformer, vae, ours, (h, w, frames, length, tkw["text_embed_dim"], c)
 
 
-def bench_cpu(size, steps, repeats):
+def bench_cpu(size, steps, repeats, threads):
   import torch
   from diffusers import CogVideoXDDIMScheduler, CogVideoXImageToVideoPipeline
   from PIL import Image
+  if threads:
+    torch.set_num_threads(threads)
   with tempfile.TemporaryDirectory() as tmp:
     transformer, vae, ours, (h, w, frames, length, d, c) = _cpu_models(size, tmp)
   scheduler = CogVideoXDDIMScheduler(
@@ -130,7 +144,8 @@ def bench_cpu(size, steps, repeats):
   err = float(np.max(np.abs(np.asarray(run_ours(False)) - run_ref("latent").permute(0, 1, 3, 4, 2).numpy())))
   print(f"CogVideoX I2V sampling, size {size}: {h}x{w}x{frames} px, {f_lat} latent frames, "
         f"{steps} DDIM steps, CFG batch 2, {jax.devices()[0].platform} "
-        f"(torch threads {torch.get_num_threads()})")
+        f"(torch threads {torch.get_num_threads()}, XLA "
+        f"{'1 thread' if _single_threaded_cpu() else 'default threads'})")
   print(f"  ours first call (compile + run): {first:.2f} s; final-latent max abs diff {err:.2e}")
   print(f"  {'':28s}{'diffusers':>12s}{'ours':>12s}{'ratio':>9s}")
   for name, a, b in [("s / denoising step", ref_lat / steps, ours_lat / steps),
@@ -218,6 +233,8 @@ def main():
   p.add_argument("--size", choices=sorted(SIZES) + ["5b-i2v"], default="tiny")
   p.add_argument("--steps", type=int, default=None, help="DDIM steps (default 10 CPU, 50 GPU)")
   p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--threads", type=int, default=1,
+                 help="CPU threads for torch and XLA (1: both single-threaded; 0: library defaults)")
   a = p.parse_args()
   if a.size == "5b-i2v":
     if jax.default_backend() != "gpu":
@@ -225,7 +242,7 @@ def main():
                f"{jax.default_backend()!r}); use tiny or mid on CPU")
     bench_gpu_5b_i2v(a.steps or 50, a.repeats)
   else:
-    bench_cpu(a.size, a.steps or 10, a.repeats)
+    bench_cpu(a.size, a.steps or 10, a.repeats, a.threads)
 
 
 if __name__ == "__main__":
