@@ -3,6 +3,7 @@
 Writes WORKDIR/samples/<image stem>_<i>.mp4, a PNG strip of the frames beside it, and the final
 latents (.npy) for inspection.
 """
+import dataclasses
 import json
 import os
 
@@ -139,7 +140,8 @@ def run(config) -> None:
     np.save(tmp, latents)
     os.replace(tmp, base + ".latents.npy")
     logging.info("wrote %s.mp4 (%d frames, %dx%d)", base, *frames.shape[:3])
-  with open(os.path.join(out_dir, "settings.json.tmp"), "w") as f:
-    json.dump({"settings": vars(settings) if hasattr(settings, "__dict__") else str(settings),
-               "facts": vars(facts) if hasattr(facts, "__dict__") else str(facts)}, f, indent=2)
-  os.replace(os.path.join(out_dir, "settings.json.tmp"), os.path.join(out_dir, "settings.json"))
+  path = os.path.join(out_dir, "settings.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump({"settings": dataclasses.asdict(settings), "facts": dataclasses.asdict(facts)}, f,
+              indent=2)
+  os.replace(path + ".tmp", path)

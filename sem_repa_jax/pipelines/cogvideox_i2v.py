@@ -158,7 +158,8 @@ class CogVideoXImageToVideo:
       return out
 
     x, _ = samplers.sample_loop(denoise, latents, timesteps, coefficients, method=method,
-                                guidance_scales=scales, key=k_loop, progress=self.progress)
+                                guidance_scales=scales, key=k_loop,
+                                progress=self.progress if self.progress.enabled else None)
     return x
 
   # --- stage 4: decode -----------------------------------------------------------------------------

@@ -215,3 +215,27 @@ def test_sliding_window_conditions_each_window_on_the_last_frame(pipes):
   again = ours(last, pos, neg, key=k2, settings=s)
   np.testing.assert_allclose(out["windows"][1], again["latents"], atol=1e-6)
   np.testing.assert_allclose(out["video"][:, FRAMES:], np.asarray(again["video"])[:, 1:], atol=1e-6)
+
+
+def test_cogvideox15_padding_and_inverted_scale_match_diffusers():
+  # 1.5: latent frames padded to a multiple of patch_size_t (3 -> 4), image latent divided by the
+  # scaling factor, ofs passed; diffusers' output_type='latent' keeps the padding frame, as we do.
+  tvae = TorchVAE(invert_scale_latents=True).eval()
+  ttr = TorchTransformer(patch_size_t=2, ofs_embed_dim=4).eval()
+  vae, tr = FlaxVAE(), FlaxTransformer()
+  vv = vae.init(jax.random.key(0), jnp.zeros((1, 1, H, W, 3)))
+  tv = tr.init(jax.random.key(0), jnp.zeros((1, 4, H // 8, W // 8, 2 * C)), jnp.zeros((1, L, D)),
+               jnp.zeros((1,), jnp.int32))
+  facts = i2v.ModelFacts(latent_channels=C, vae_scaling_factor=SF, invert_scale_latents=True,
+                         patch_size_t=2, use_ofs=True)
+  ours = i2v.CogVideoXImageToVideo(tr, tv, vae, vv, facts=facts, progress=False)
+  image, pos, neg, _, noise = _inputs(6)
+  latents = np.random.default_rng(6).standard_normal((1, 4, H // 8, W // 8, C)).astype(np.float32)
+  ref = _reference(tvae, ttr, _scheduler(CogVideoXDDIMScheduler), image, pos, neg, latents, 6,
+                   6.0, False)
+  settings = i2v.SamplingSettings(height=H, width=W, num_frames=FRAMES, num_inference_steps=5,
+                                  guidance_scale=6.0)
+  assert i2v.latent_frames(settings, facts) == (4, 1)
+  out = ours(image, pos, neg, key=jax.random.key(0), settings=settings, latents=latents,
+             image_noise=noise, decode=False)
+  np.testing.assert_allclose(out["latents"], ref, atol=1e-5)

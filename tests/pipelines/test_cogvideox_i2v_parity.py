@@ -51,12 +51,12 @@ def models(tmp_path_factory):
   ref = CogVideoXImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae,
                                       transformer=transformer, scheduler=scheduler)
   ref.set_progress_bar_config(disable=True)
-  return ours, ref
+  return ours, ref, root
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_final_latents_match_diffusers(models, dynamic):
-  ours, ref = models
+  ours, ref, _ = models
   r = np.random.default_rng(0)
   image = Image.fromarray(r.integers(0, 256, (H, W, 3), dtype=np.uint8))
   pos = r.standard_normal((1, L, D)).astype(np.float32)
@@ -77,3 +77,24 @@ def test_final_latents_match_diffusers(models, dynamic):
   err = float(np.max(np.abs(np.asarray(out["latents"]) - expected)))
   print(f"I2V DDIM-5 CFG 6 dynamic={dynamic}: max abs error {err:.3g} (scale {np.abs(expected).max():.3g})")
   assert err <= 1e-3, err
+
+
+def test_sample_job_writes_video_strip_and_latents(models, tmp_path):
+  from configs import sample_cogvideox
+  from data_pipelines.video import probe
+  root = models[2]
+  r = np.random.default_rng(1)
+  Image.fromarray(r.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / "face.png")
+  np.savez(tmp_path / "prompt.npz", prompt_embeds=r.standard_normal((L, D)).astype(np.float32),
+           negative_prompt_embeds=r.standard_normal((L, D)).astype(np.float32))
+  c = sample_cogvideox.get_config()
+  c.workdir, c.image, c.prompt_embeds = str(tmp_path / "run"), str(tmp_path / "face.png"), str(
+      tmp_path / "prompt.npz")
+  c.model_dir, c.height, c.width, c.num_frames = str(root), H, W, FRAMES
+  c.num_inference_steps, c.num_windows, c.progress_bar = 2, 2, False
+  sample_job.run(c)
+  out = tmp_path / "run" / "samples"
+  info = probe(str(out / "face_0.mp4"))
+  assert (info.num_frames, info.height, info.width) == (2 * FRAMES - 1, H, W)
+  assert Image.open(out / "face_0.png").size[1] == H
+  assert np.load(out / "face_0.latents.npy").shape == (1, 2, 3, H // 8, W // 8, C)
