@@ -18,16 +18,19 @@ FACTORY = "sem_repa_jax.models.encoders.t5:build_t5_encoder"
 _IGNORED_PREFIXES = ("decoder.", "lm_head.")
 
 
-def mapping_reshape(x, shape):
-  """Reshape when the sizes agree; otherwise leave x as is so that the shape check reports it."""
-  kept = x.shape[0] == shape[0] or x.shape[-1] == shape[-1]   # the axis that is not split
-  return x.reshape(shape) if x.size == np.prod(shape) and kept else x
+def _split(x, axis: int, parts: tuple):
+  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
+  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
+  axis = axis % x.ndim
+  if x.shape[axis] != int(np.prod(parts)):
+    return x
+  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
 
 
 def rules(cfg) -> list:
   h, d, e = cfg.num_heads, cfg.d_kv, cfg.d_model
-  to_heads = lambda w: mapping_reshape(w.T, (e, h, d))     # Linear (H*D, E) -> (E, H, D)
-  from_heads = lambda w: mapping_reshape(w.T, (h, d, e))   # Linear (E, H*D) -> (H, D, E)
+  to_heads = lambda w: _split(w.T, -1, (h, d))     # Linear (H*D, E) -> (E, H, D)
+  from_heads = lambda w: _split(w.T, 0, (h, d))   # Linear (E, H*D) -> (H, D, E)
   layer = r"encoder\.block\.(\d+)\.layer"
   ff = "wi_0|wi_1|wo" if cfg.is_gated_act else "wi|wo"
   return [
