@@ -143,3 +143,24 @@ def test_conversion_errors_are_readable(reference, tmp_path):
   assert "params/layers/wi_1/kernel" in msg and "missing [1]" in msg
   assert "shape mismatch: source 'encoder.block.0.layer.0.SelfAttention.q.weight'" in msg
   assert not (tmp_path / "out").exists()
+
+
+def test_sharded_by_logical_axes_matches_single_device(reference):
+  """The logical names map through configs/base.py's rules onto a (data, fsdp, tensor) mesh."""
+  import flax.linen as nn
+  from jax.sharding import Mesh
+  from configs import base
+  from conversion.mapping import flatten
+  _, _, dst = reference
+  module, variables = load_pretrained(dst)
+  ids = jnp.asarray(np.arange(24).reshape(2, 12) % TINY["vocab_size"], jnp.int32)
+  rules = base.get_config().logical_axis_rules
+  mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+  boxed = jax.eval_shape(module.init, jax.random.key(0), ids)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+  flat = flatten(shardings)
+  assert tuple(flat["params/layers/wi_0/kernel"].spec) == (None, "fsdp", "tensor")
+  sharded = jax.device_put(variables, shardings)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    out = jax.jit(module.apply)(sharded, ids)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(module.apply(variables, ids)), atol=1e-5)

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sem_repa_jax.models.encoders.activations import get_activation
+from sem_repa_jax.models.encoders.projection import Projection
 from sem_repa_jax.models.encoders.stacking import scanned
 from sem_repa_jax.nn.attention import dot_product_attention
 
@@ -75,25 +76,23 @@ class CLIPEncoderLayer(nn.Module):
     c = self.config
     heads = (c.num_attention_heads, c.hidden_size // c.num_attention_heads)
 
-    def dense(name, features, axis, axes, bias_axes):
-      return nn.DenseGeneral(features, axis=axis, dtype=self.dtype, param_dtype=self.param_dtype,
-                             name=name,
-                             kernel_init=_partitioned(nn.initializers.normal(0.02), axes),
-                             bias_init=_partitioned(nn.initializers.zeros, bias_axes))
+    def dense(name, features, contract, axes, bias_axes):
+      return Projection(features, axes, contract, bias_axes, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name=name)
 
     h = _layer_norm(c, self.dtype, self.param_dtype, "layer_norm1")(x)
-    q = dense("q_proj", heads, -1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
-    k = dense("k_proj", heads, -1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
-    v = dense("v_proj", heads, -1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
+    q = dense("q_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
+    k = dense("k_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
+    v = dense("v_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
     a = dot_product_attention(q, k, v, implementation=self.attention)
-    x = x + dense("out_proj", c.hidden_size, (-2, -1), ("heads", "kv", "embed"), ("embed",))(a)
+    x = x + dense("out_proj", (c.hidden_size,), 2, ("heads", "kv", "embed"), ("embed",))(a)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     h = _layer_norm(c, self.dtype, self.param_dtype, "layer_norm2")(x)
-    h = get_activation(c.hidden_act)(dense("fc1", c.intermediate_size, -1, ("embed", "mlp"),
+    h = get_activation(c.hidden_act)(dense("fc1", (c.intermediate_size,), 1, ("embed", "mlp"),
                                            ("mlp",))(h))
     h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-    x = x + dense("fc2", c.hidden_size, -1, ("mlp", "embed"), ("embed",))(h)
+    x = x + dense("fc2", (c.hidden_size,), 1, ("mlp", "embed"), ("embed",))(h)
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), None
 
 

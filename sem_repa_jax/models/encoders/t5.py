@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sem_repa_jax.models.encoders.activations import get_activation
+from sem_repa_jax.models.encoders.projection import Projection
 from sem_repa_jax.models.encoders.stacking import scanned
 from sem_repa_jax.nn.attention import dot_product_attention
 
@@ -128,18 +129,17 @@ class T5Block(nn.Module):
   def __call__(self, x, bias):
     c = self.config
 
-    def proj(name, features, axis, axes, std):
-      return nn.DenseGeneral(features, axis=axis, use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=name,
-                             kernel_init=_partitioned(nn.initializers.normal(std), axes))
+    def proj(name, features, contract, axes, std):
+      return Projection(features, axes, contract, kernel_init=nn.initializers.normal(std),
+                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
     h = T5RMSNorm(c.layer_norm_epsilon, self.dtype, self.param_dtype, name="attn_norm")(x)
     heads = (c.num_heads, c.d_kv)
-    q = proj("q", heads, -1, ("embed", "heads", "kv"), (c.d_model * c.d_kv) ** -0.5)(h)
-    k = proj("k", heads, -1, ("embed", "heads", "kv"), c.d_model ** -0.5)(h)
-    v = proj("v", heads, -1, ("embed", "heads", "kv"), c.d_model ** -0.5)(h)
+    q = proj("q", heads, 1, ("embed", "heads", "kv"), (c.d_model * c.d_kv) ** -0.5)(h)
+    k = proj("k", heads, 1, ("embed", "heads", "kv"), c.d_model ** -0.5)(h)
+    v = proj("v", heads, 1, ("embed", "heads", "kv"), c.d_model ** -0.5)(h)
     a = dot_product_attention(q, k, v, implementation=self.attention, bias=bias, scale=1.0)
-    a = proj("o", c.d_model, (-2, -1), ("heads", "kv", "embed"),
+    a = proj("o", (c.d_model,), 2, ("heads", "kv", "embed"),
              (c.num_heads * c.d_kv) ** -0.5)(a)
     x = _clamp_fp16(x + a)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -147,12 +147,12 @@ class T5Block(nn.Module):
     h = T5RMSNorm(c.layer_norm_epsilon, self.dtype, self.param_dtype, name="ff_norm")(x)
     act = get_activation(c.dense_act_fn)
     if c.is_gated_act:
-      f = act(proj("wi_0", c.d_ff, -1, ("embed", "mlp"), c.d_model ** -0.5)(h))
-      f = f * proj("wi_1", c.d_ff, -1, ("embed", "mlp"), c.d_model ** -0.5)(h)
+      f = act(proj("wi_0", (c.d_ff,), 1, ("embed", "mlp"), c.d_model ** -0.5)(h))
+      f = f * proj("wi_1", (c.d_ff,), 1, ("embed", "mlp"), c.d_model ** -0.5)(h)
     else:
-      f = act(proj("wi", c.d_ff, -1, ("embed", "mlp"), c.d_model ** -0.5)(h))
+      f = act(proj("wi", (c.d_ff,), 1, ("embed", "mlp"), c.d_model ** -0.5)(h))
     f = nn.with_logical_constraint(f, ("batch", "length", "mlp"))
-    f = proj("wo", c.d_model, -1, ("mlp", "embed"), c.d_ff ** -0.5)(f)
+    f = proj("wo", (c.d_model,), 1, ("mlp", "embed"), c.d_ff ** -0.5)(f)
     x = _clamp_fp16(x + f)
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), None
 
