@@ -109,13 +109,11 @@ class T5RMSNorm(nn.Module):
     return scale.astype(self.dtype) * y.astype(self.dtype)
 
 
-def _clamp_fp16(x):
-  # transformers clamps float16 activations after each sub-layer so that inf does not propagate.
-  if x.dtype != jnp.float16:
-    return x
-  big = jnp.finfo(jnp.float16).max
-  limit = jnp.where(jnp.isinf(x).any(), big - 1000, big).astype(x.dtype)
-  return jnp.clip(x, -limit, limit)
+def residual_dtype(dtype):
+  """transformers keeps T5's `wo` in float32 when a model is loaded in float16, which turns the
+  residual stream float32 from the first feed-forward on (that is what keeps T5 finite in fp16).
+  We carry it in float32 from the start under float16; bfloat16 and float32 carry their own dtype."""
+  return jnp.float32 if jnp.dtype(dtype) == jnp.float16 else dtype
 
 
 class T5Block(nn.Module):
@@ -141,7 +139,7 @@ class T5Block(nn.Module):
     a = dot_product_attention(q, k, v, implementation=self.attention, bias=bias, scale=1.0)
     a = proj("o", (c.d_model,), 2, ("heads", "kv", "embed"),
              (c.num_heads * c.d_kv) ** -0.5)(a)
-    x = _clamp_fp16(x + a)
+    x = x + a.astype(x.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     h = T5RMSNorm(c.layer_norm_epsilon, self.dtype, self.param_dtype, name="ff_norm")(x)
@@ -152,8 +150,9 @@ class T5Block(nn.Module):
     else:
       f = act(proj("wi", (c.d_ff,), 1, ("embed", "mlp"), c.d_model ** -0.5)(h))
     f = nn.with_logical_constraint(f, ("batch", "length", "mlp"))
-    f = proj("wo", (c.d_model,), 1, ("mlp", "embed"), c.d_ff ** -0.5)(f)
-    x = _clamp_fp16(x + f)
+    f = Projection((c.d_model,), ("mlp", "embed"), kernel_init=nn.initializers.normal(c.d_ff ** -0.5),
+                   dtype=residual_dtype(self.dtype), param_dtype=self.param_dtype, name="wo")(f)
+    x = x + f.astype(x.dtype)
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), None
 
 
@@ -175,9 +174,11 @@ class T5Encoder(nn.Module):
     if input_ids.ndim != 2:
       raise ValueError(f"input_ids: expected (batch, length) token ids, got shape {input_ids.shape}")
     length = input_ids.shape[1]
+    # The table is looked up, never multiplied: a vocab-sharded gather would make XLA replicate it,
+    # so only the embed axis carries a name.
     x = nn.Embed(c.vocab_size, c.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                 embedding_init=_partitioned(nn.initializers.normal(1.0), ("vocab", "embed")),
-                 name="shared")(input_ids)
+                 embedding_init=_partitioned(nn.initializers.normal(1.0), (None, "embed")),
+                 name="shared")(input_ids).astype(residual_dtype(self.dtype))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     table = self.param("relative_attention_bias",
@@ -194,7 +195,8 @@ class T5Encoder(nn.Module):
 
     stack = scanned(T5Block, c.num_layers, self.remat_policy, broadcast_args=1)
     x, _ = stack(c, self.dtype, self.param_dtype, self.attention, name="layers")(x, bias)
-    return T5RMSNorm(c.layer_norm_epsilon, self.dtype, self.param_dtype, name="final_layer_norm")(x)
+    x = T5RMSNorm(c.layer_norm_epsilon, self.dtype, self.param_dtype, name="final_layer_norm")(x)
+    return x.astype(self.dtype)
 
 
 def _dtype(name):
