@@ -87,6 +87,9 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
   from sem_repa_jax.models.encoders import clip
   np_dtype = parse_dtype(dtype)
   hf = read_config(src)
+  if hf.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
+    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected "
+                                "'clip_vision_model' (a CLIPVisionModelWithProjection folder)"])
   try:
     cfg = clip.config_from_transformers(hf)
   except (ValueError, TypeError) as e:

@@ -86,6 +86,9 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
   from sem_repa_jax.models.encoders import t5
   np_dtype = parse_dtype(dtype)
   hf = read_config(src)
+  if hf.get("model_type", "t5") not in ("t5", "mt5"):
+    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected 't5' "
+                                "(a T5EncoderModel folder such as CogVideoX's text_encoder/)"])
   try:
     cfg = t5.config_from_transformers(hf)
   except ValueError as e:

@@ -61,6 +61,29 @@ def test_tokenizer_round_trip(assets):
     load_t5_tokenizer(str(root / "nope"))
 
 
+def test_spiece_model_folder_like_cogvideox(tmp_path):
+  """CogVideoX ships tokenizer/spiece.model (no tokenizer.json): it must load and agree with
+  sentencepiece itself."""
+  import io
+  import sentencepiece as spm
+  text = ["a man walks on the beach at sunset", "a woman dances in the rain",
+          "the cat runs after a dog", "two people talk in a small room"] * 20
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=60,
+                                 model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                 hard_vocab_limit=False, minloglevel=2)
+  (tmp_path / "spiece.model").write_bytes(model.getvalue())
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+      {"tokenizer_class": "T5Tokenizer", "extra_ids": 0, "model_max_length": 226}))
+  tok = load_t5_tokenizer(str(tmp_path))
+  sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+  prompts = ["a man walks in the rain", "zebra!"]
+  ids, mask, _ = tokenize(tok, prompts)
+  assert ids.shape == (2, 226)
+  for row, m, prompt in zip(ids, mask, prompts):
+    assert row[m].tolist() == sp.encode(prompt) + [1] and (row[~m] == 0).all()
+
+
 def test_encode_store_resume_and_read(assets, tmp_path):
   root, model = assets
   manifest = tmp_path / "captions.jsonl"

@@ -81,6 +81,9 @@ def test_conversion_errors_are_readable(reference, tmp_path):
   assert "unused source tensor 'text_model.final_layer_norm.weight'" in msg
   assert "position_ids" not in msg and len(e.value.problems) == 3
   assert not (tmp_path / "out").exists()
+  (tmp_path / "config.json").write_text('{"model_type": "t5"}')
+  with pytest.raises(ConversionError, match="model_type 't5', expected 'clip_vision_model'"):
+    clip_vision.convert(str(tmp_path), str(tmp_path / "out"))
 
 
 @pytest.mark.parametrize("height,width", [(96, 160), (20, 30)])

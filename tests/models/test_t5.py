@@ -152,6 +152,9 @@ def test_conversion_errors_are_readable(reference, tmp_path):
   assert "params/layers/wi_1/kernel" in msg and "missing [1]" in msg
   assert "shape mismatch: source 'encoder.block.0.layer.0.SelfAttention.q.weight'" in msg
   assert not (tmp_path / "out").exists()
+  (tmp_path / "config.json").write_text('{"model_type": "clip_vision_model"}')
+  with pytest.raises(ConversionError, match="model_type 'clip_vision_model', expected 't5'"):
+    t5_encoder.convert(str(tmp_path), str(tmp_path / "out"))
 
 
 def test_sharded_by_logical_axes_matches_single_device(reference):
