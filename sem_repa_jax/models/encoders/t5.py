@@ -53,6 +53,7 @@ def config_from_transformers(cfg: dict) -> T5Config:
   if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
     raise ValueError(f"feed_forward_proj {proj!r}: expected 'ACT' or 'gated-ACT'")
   act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+  get_activation(act)   # fail on an unknown activation now, not at the first call
   try:
     return T5Config(
         vocab_size=int(cfg["vocab_size"]), d_model=int(cfg["d_model"]), d_kv=int(cfg["d_kv"]),
@@ -62,7 +63,8 @@ def config_from_transformers(cfg: dict) -> T5Config:
         layer_norm_epsilon=float(cfg.get("layer_norm_epsilon", 1e-6)),
         dense_act_fn=act, is_gated_act=len(parts) == 2)
   except KeyError as e:
-    raise ValueError(f"T5 config has no {e.args[0]!r} entry (is it a transformers T5 config.json?)")
+    raise ValueError(f"T5 config has no {e.args[0]!r} entry (is it a transformers T5 "
+                     "config.json?)") from None
 
 
 def relative_position_buckets(query_length: int, key_length: int, num_buckets: int,
