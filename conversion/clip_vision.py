@@ -1,0 +1,104 @@
+"""transformers CLIPVisionModelWithProjection folder (e.g. SVD's image_encoder/) -> Flax CLIPVisionEncoder.
+
+Checkpoints written by older transformers also hold the position_ids buffer; it is checked to be
+0..N-1 and set aside (the model derives positions from the patch grid).
+"""
+import numpy as np
+
+from conversion import mapping
+from conversion.mapping import ConversionError, Rule
+from conversion.safetensors_io import SafetensorsCheckpoint, read_config
+from conversion.writer import parse_dtype, save_converted
+
+KIND = "clip-vision"
+HELP = "transformers CLIPVisionModelWithProjection folder (config.json + safetensors) -> Flax CLIP"
+FACTORY = "sem_repa_jax.models.encoders.clip:build_clip_vision"
+
+_POSITION_IDS = "vision_model.embeddings.position_ids"
+
+
+def _split(x, axis: int, parts: tuple):
+  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
+  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
+  axis = axis % x.ndim
+  if x.shape[axis] != int(np.prod(parts)):
+    return x
+  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
+
+
+def rules(cfg) -> list:
+  d, h = cfg.hidden_size, cfg.num_attention_heads
+  hd = d // h
+  layer = r"vision_model\.encoder\.layers\.(\d+)"
+  return [
+      Rule(r"vision_model\.embeddings\.class_embedding", "params/class_embedding"),
+      Rule(r"vision_model\.embeddings\.patch_embedding\.weight",
+           "params/patch_embedding/kernel", mapping.conv2d),
+      Rule(r"vision_model\.embeddings\.position_embedding\.weight", "params/position_embedding"),
+      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.weight", r"params/\1/scale"),
+      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.bias", r"params/\1/bias"),
+      Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.weight", r"params/layers/\2/kernel",
+           lambda w: _split(w.T, -1, (h, hd)), stack=1),
+      Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.bias", r"params/layers/\2/bias",
+           lambda b: _split(b, 0, (h, hd)), stack=1),
+      Rule(layer + r"\.self_attn\.out_proj\.weight", "params/layers/out_proj/kernel",
+           lambda w: _split(w.T, 0, (h, hd)), stack=1),
+      Rule(layer + r"\.self_attn\.out_proj\.bias", "params/layers/out_proj/bias", stack=1),
+      Rule(layer + r"\.(layer_norm1|layer_norm2)\.weight", r"params/layers/\2/scale", stack=1),
+      Rule(layer + r"\.(layer_norm1|layer_norm2)\.bias", r"params/layers/\2/bias", stack=1),
+      Rule(layer + r"\.mlp\.(fc1|fc2)\.weight", r"params/layers/\2/kernel", mapping.linear,
+           stack=1),
+      Rule(layer + r"\.mlp\.(fc1|fc2)\.bias", r"params/layers/\2/bias", stack=1),
+      Rule(r"visual_projection\.weight", "params/visual_projection/kernel", mapping.linear),
+  ]
+
+
+class _WithoutPositionIds:
+  def __init__(self, ckpt, src):
+    self.ckpt = ckpt
+    self.names = [n for n in ckpt.keys() if n != _POSITION_IDS]
+    if _POSITION_IDS in ckpt.keys():
+      ids = np.asarray(ckpt.get(_POSITION_IDS)).reshape(-1)
+      if not np.array_equal(ids, np.arange(ids.size)):
+        raise ConversionError(src, [f"{_POSITION_IDS} is not 0..{ids.size - 1}; this model does "
+                                    "not support permuted positions"])
+
+  def keys(self):
+    return self.names
+
+  def shape(self, name):
+    return self.ckpt.shape(name)
+
+  def get(self, name):
+    return self.ckpt.get(name)
+
+
+def target_shapes(module) -> dict:
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  c = module.config
+  pixels = jnp.zeros((1, c.image_size, c.image_size, c.num_channels), jnp.float32)
+  abstract = jax.eval_shape(module.init, jax.random.key(0), pixels)
+  return {k: tuple(v.shape) for k, v in mapping.flatten(nn.meta.unbox(abstract)).items()}
+
+
+def convert(src: str, dst: str, dtype: str = "float32") -> str:
+  from sem_repa_jax.models.encoders import clip
+  np_dtype = parse_dtype(dtype)
+  hf = read_config(src)
+  if hf.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
+    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected "
+                                "'clip_vision_model' (a CLIPVisionModelWithProjection folder)"])
+  try:
+    cfg = clip.config_from_transformers(hf)
+  except (ValueError, TypeError) as e:
+    raise ConversionError(src, [f"config.json: {e}"]) from None
+  module_kwargs = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                   "dtype": dtype, "param_dtype": dtype}
+  module = clip.build_clip_vision(**module_kwargs)
+  ckpt = SafetensorsCheckpoint(src)
+  flat = mapping.convert(_WithoutPositionIds(ckpt, src), rules(cfg), target_shapes(module),
+                         np_dtype, src_name=src)
+  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
+                        flat_variables=flat, source=src)

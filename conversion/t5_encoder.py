@@ -1,0 +1,103 @@
+"""transformers T5EncoderModel folder (e.g. CogVideoX's text_encoder/) -> Flax T5Encoder variables.
+
+The token embedding is tied: checkpoints hold `shared.weight`, `encoder.embed_tokens.weight` or both
+(then they must be equal). A full T5 (encoder-decoder) folder also converts: its decoder.* and
+lm_head.* tensors are set aside, as T5EncoderModel.from_pretrained does.
+"""
+import numpy as np
+
+from conversion import mapping
+from conversion.mapping import ConversionError, Rule
+from conversion.safetensors_io import SafetensorsCheckpoint, read_config
+from conversion.writer import parse_dtype, save_converted
+
+KIND = "t5-encoder"
+HELP = "transformers T5EncoderModel folder (config.json + safetensors) -> Flax T5Encoder"
+FACTORY = "sem_repa_jax.models.encoders.t5:build_t5_encoder"
+
+_IGNORED_PREFIXES = ("decoder.", "lm_head.")
+
+
+def _split(x, axis: int, parts: tuple):
+  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
+  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
+  axis = axis % x.ndim
+  if x.shape[axis] != int(np.prod(parts)):
+    return x
+  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
+
+
+def rules(cfg) -> list:
+  h, d, e = cfg.num_heads, cfg.d_kv, cfg.d_model
+  to_heads = lambda w: _split(w.T, -1, (h, d))     # Linear (H*D, E) -> (E, H, D)
+  from_heads = lambda w: _split(w.T, 0, (h, d))   # Linear (E, H*D) -> (H, D, E)
+  layer = r"encoder\.block\.(\d+)\.layer"
+  ff = "wi_0|wi_1|wo" if cfg.is_gated_act else "wi|wo"
+  return [
+      Rule(r"(?:shared|encoder\.embed_tokens)\.weight", "params/shared/embedding"),
+      Rule(r"encoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.weight",
+           "params/relative_attention_bias"),
+      Rule(layer + r"\.0\.SelfAttention\.(q|k|v)\.weight", r"params/layers/\2/kernel", to_heads,
+           stack=1),
+      Rule(layer + r"\.0\.SelfAttention\.o\.weight", "params/layers/o/kernel", from_heads, stack=1),
+      Rule(layer + r"\.0\.layer_norm\.weight", "params/layers/attn_norm/scale", stack=1),
+      Rule(layer + rf"\.1\.DenseReluDense\.({ff})\.weight", r"params/layers/\2/kernel",
+           mapping.linear, stack=1),
+      Rule(layer + r"\.1\.layer_norm\.weight", "params/layers/ff_norm/scale", stack=1),
+      Rule(r"encoder\.final_layer_norm\.weight", "params/final_layer_norm/scale"),
+  ]
+
+
+class _EncoderView:
+  """The checkpoint as T5EncoderModel sees it: one embedding, no decoder."""
+
+  def __init__(self, ckpt, src):
+    self.ckpt = ckpt
+    names = [n for n in ckpt.keys() if not n.startswith(_IGNORED_PREFIXES)]
+    tied = [n for n in ("shared.weight", "encoder.embed_tokens.weight") if n in names]
+    if len(tied) == 2:
+      a, b = ckpt.get(tied[0]), ckpt.get(tied[1])
+      if a.shape != b.shape or not np.array_equal(a, b):
+        raise ConversionError(src, [
+            "shared.weight and encoder.embed_tokens.weight differ; T5EncoderModel ties them, "
+            "so a checkpoint that holds both must hold the same table"])
+      names.remove("encoder.embed_tokens.weight")
+    self.names = names
+
+  def keys(self):
+    return self.names
+
+  def shape(self, name):
+    return self.ckpt.shape(name)
+
+  def get(self, name):
+    return self.ckpt.get(name)
+
+
+def target_shapes(module) -> dict:
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  abstract = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+  return {k: tuple(v.shape) for k, v in mapping.flatten(nn.meta.unbox(abstract)).items()}
+
+
+def convert(src: str, dst: str, dtype: str = "float32") -> str:
+  from sem_repa_jax.models.encoders import t5
+  np_dtype = parse_dtype(dtype)
+  hf = read_config(src)
+  if hf.get("model_type", "t5") not in ("t5", "mt5"):
+    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected 't5' "
+                                "(a T5EncoderModel folder such as CogVideoX's text_encoder/)"])
+  try:
+    cfg = t5.config_from_transformers(hf)
+  except ValueError as e:
+    raise ConversionError(src, [f"config.json: {e}"]) from None
+  module_kwargs = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+                   "dtype": dtype, "param_dtype": dtype}
+  module = t5.build_t5_encoder(**module_kwargs)
+  ckpt = SafetensorsCheckpoint(src)
+  flat = mapping.convert(_EncoderView(ckpt, src), rules(cfg), target_shapes(module), np_dtype,
+                         src_name=src)
+  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
+                        flat_variables=flat, source=src)
