@@ -4,6 +4,8 @@ Run any config as `python -m sem_repa_jax.main --config configs/<name>.py --conf
 """
 import ml_collections
 
+from sem_repa_jax.training import optimizers
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -16,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.axes = ("data", "fsdp", "tensor")
   c.mesh.shape = (-1, 1, 1)
+  c.mesh.dcn_shape = ()          # several TPU slices / GPU islands: slices per mesh axis
   # Multi-host: call jax.distributed.initialize() before anything touches devices. On Cloud TPU
   # and SLURM the arguments are discovered; otherwise give them here.
   c.distributed = ml_collections.ConfigDict()
@@ -54,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.every_steps = 500
   c.checkpoint.keep = 3
   c.checkpoint.async_save = True
+
+  # AdamW (+ optional 8-bit moments, EMA); fields and defaults in training/optimizers.py.
+  c.optimizer = optimizers.default_config()
 
   c.log_every_steps = 10
   c.progress_bar = True

@@ -13,7 +13,6 @@ semrepa_cogvideox_2b.py and semrepa_cogvideox_5b_i2v.py, which start from this f
 import ml_collections
 
 from configs import base
-from sem_repa_jax.training import optimizers
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -61,7 +60,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune.image_dropout = 0.05       # CogVideoX I2V recipe
   c.finetune.text_dropout = 0.1
 
-  c.optimizer = optimizers.default_config()
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 10
   c.checkpoint.every_steps = 100
