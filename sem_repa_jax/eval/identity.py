@@ -64,13 +64,24 @@ def csim(generated_embeddings, generated_present, target_embeddings, target_pres
   return _score(cosine_similarity(g, t), both)
 
 
+def _jitted_apply(module, variables, x):
+  import jax
+  global _JIT_APPLY
+  if _JIT_APPLY is None:
+    # Modules are hashable dataclasses: one compile per (module, shape), reused across calls.
+    _JIT_APPLY = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
+  return _JIT_APPLY(module, variables, x)
+
+
+_JIT_APPLY = None
+
+
 def embed(module, variables, crops, batch_size: int = 32):
   """ArcFace embeddings (N, D) of crops (N, 112, 112, 3) in [-1, 1], in fixed-size jitted batches
   (the last one padded) so a video compiles once."""
-  import jax
   import jax.numpy as jnp
   crops = np.asarray(crops, np.float32)
-  fn = jax.jit(lambda v, x: module.apply(v, x))
+  fn = lambda v, x: _jitted_apply(module, v, x)
   out = []
   for s in range(0, len(crops), batch_size):
     chunk = crops[s:s + batch_size]
