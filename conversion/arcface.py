@@ -296,7 +296,10 @@ def _read_onnx(path: str):
   flat = g.next(t, {"Flatten", "Reshape"}, "flatten before fc")
   if flat.op_type == "Flatten" and g.attrs(flat).get("axis", 1) != 1:
     raise g.error(flat, "flattens from an axis other than 1")
-  if flat.op_type == "Reshape" and g.get(flat, 1, "flatten shape").shape != (2,):
+  # x.view(B, -1) exports compute the target shape from the input (Shape/Gather/Concat): only a
+  # stored shape is checked (and counted as used).
+  if (flat.op_type == "Reshape" and flat.input[1] in g.const
+      and g.get(flat, 1, "flatten shape").shape != (2,)):
     raise g.error(flat, "reshapes to other than (batch, features)")
   t = flat.output[0]
   fc = g.next(t, {"Gemm", "MatMul"}, "fc")
