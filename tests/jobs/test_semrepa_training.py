@@ -74,23 +74,29 @@ def _restore(workdir):
 
 
 def test_stage2_trains_only_the_transformer_and_resumes_exactly(records, stage1, tmp_path):
+  import shutil
   align_dir = os.path.join(stage1, _semrepa.ALIGNMENT_DIRNAME)
-  full, split = tmp_path / "full", tmp_path / "split"
-  finetune.run(_config(records, full, "finetune", 4, alignment_dir=align_dir))
-  finetune.run(_config(records, split, "finetune", 2, alignment_dir=align_dir))
-  finetune.run(_config(records, split, "finetune", 4, alignment_dir=align_dir))   # resumes at 2
-  (s_full, a), (s_split, b) = _restore(str(full)), _restore(str(split))
-  assert s_full == s_split == 4
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  c = _config(records, tmp_path / "ft", "finetune", 4, alignment_dir=align_dir)
+  c.checkpoint.every_steps = 2
+  finetune.run(c)                                      # checkpoints at steps 2 and 4
+  step, uninterrupted = _restore(c.workdir)
+  assert step == 4
+  # "Kill" after step 2: drop the last checkpoint, run again; it resumes at step 2.
+  shutil.rmtree(os.path.join(c.workdir, "checkpoints", "4"))
+  finetune.run(c)
+  step, resumed = _restore(c.workdir)
+  assert step == 4
+  for x, y in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))       # bitwise, data position too
-  # The frozen alignment modules are exactly stage 1's export; the transformer moved.
+  assert [json.loads(l)["step"] for l in open(os.path.join(c.workdir, "metrics.jsonl"))] == [2, 4]
+  # The frozen alignment modules are exactly stage 1's export; only the transformer is trained.
   _, exported = load_pretrained(align_dir)
-  frozen = traverse_util.flatten_dict(a["frozen"], sep="/")
+  frozen = traverse_util.flatten_dict(resumed["frozen"], sep="/")
   for k, v in traverse_util.flatten_dict(exported, sep="/").items():
     np.testing.assert_array_equal(np.asarray(frozen[k]), np.asarray(v))
-  assert set(a["params"]["params"]) == {"transformer"}
-  assert np.all(np.isfinite(_losses(str(full), "loss_structure")))
-  assert _losses(str(full), "loss_id")[0] > 0
+  assert set(resumed["params"]["params"]) == {"transformer"}
+  assert np.all(np.isfinite(_losses(c.workdir, "loss_structure")))
+  assert _losses(c.workdir, "loss_id")[0] > 0
 
 
 def test_stage2_sharded_step_equals_unsharded(records, stage1):
