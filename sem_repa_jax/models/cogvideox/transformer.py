@@ -19,9 +19,10 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from sem_repa_jax.models.cogvideox.transformer_block import (REMAT_POLICIES, CogVideoXBlock, dense,
-                                                             layer_norm, remat_policy)
+from sem_repa_jax.models.cogvideox.transformer_block import (CogVideoXBlock, dense,
+                                                             layer_norm)
 from sem_repa_jax.nn.attention import IMPLEMENTATIONS
+from sem_repa_jax.nn.stacking import scanned
 from sem_repa_jax.nn.embeddings import (get_3d_rotary_pos_embed, get_3d_sincos_pos_embed,
                                         get_resize_crop_region_for_grid, get_timestep_embedding)
 
@@ -236,8 +237,6 @@ class CogVideoXTransformer3D(nn.Module):
     p, pt, dim = c.patch_size, c.patch_t, c.inner_dim
     if self.attention not in IMPLEMENTATIONS:
       raise ValueError(f"attention {self.attention!r} is not one of {IMPLEMENTATIONS}")
-    if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy {self.remat_policy!r} is not one of {REMAT_POLICIES}")
     if latents.ndim != 5 or latents.shape[-1] != c.in_channels:
       raise ValueError(f"latents must be (B, F, h, w, {c.in_channels}), got {latents.shape}")
     b, f, h, w, _ = latents.shape
@@ -272,12 +271,7 @@ class CogVideoXTransformer3D(nn.Module):
     if add is not None:
       x = x + add
 
-    block = CogVideoXBlock
-    if self.remat_policy != "none":
-      block = nn.remat(block, policy=remat_policy(self.remat_policy), prevent_cse=False)
-    blocks = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                     in_axes=(nn.broadcast,), length=c.num_layers,
-                     metadata_params={nn.PARTITION_NAME: "layers"})(
+    blocks = scanned(CogVideoXBlock, c.num_layers, self.remat_policy, broadcast_args=1)(
         c.num_attention_heads, c.attention_head_dim, text_length, c.norm_eps,
         c.norm_elementwise_affine, c.attention_bias, self.attention, self.dtype, self.param_dtype,
         name="transformer_blocks")

@@ -13,56 +13,19 @@ import jax
 import jax.numpy as jnp
 
 from sem_repa_jax.nn.attention import dot_product_attention
+from sem_repa_jax.nn.dense import Projection
 from sem_repa_jax.nn.embeddings import apply_rotary_emb
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-
-
-def remat_policy(name: str):
-  """The jax.checkpoint policy for a config name; 'full' saves nothing, 'none' is not remat."""
-  table = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots,
-           "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
-  if name not in table:
-    raise ValueError(f"remat policy {name!r} is not one of {REMAT_POLICIES}")
-  return table[name]
-
-
-class LogicalDenseGeneral(nn.Module):
-  """nn.DenseGeneral's parameters ('kernel' (*in, *out), 'bias' (*out)) created in their final
-  shape, so their logical-axis boxes stay valid under a mesh (DenseGeneral initializes a flat 2D
-  kernel and reshapes it, which a 3-name sharding constraint rejects)."""
-  features: tuple
-  axis: tuple
-  axes: tuple
-  use_bias: bool
-  dtype: Any
-  param_dtype: Any
-
-  @nn.compact
-  def __call__(self, x):
-    axis = tuple(a % x.ndim for a in self.axis)
-    n_in = len(axis)
-    shape = tuple(x.shape[a] for a in axis) + self.features
-    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                            in_axis=tuple(range(n_in)),
-                                            out_axis=tuple(range(n_in, len(shape))))
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), shape,
-                        self.param_dtype)
-    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
-                            ((axis, tuple(range(n_in))), ((), ())))
-    if self.use_bias:
-      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                             self.axes[n_in:]),
-                        self.features, self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
-
-
 def dense(features, axes, name, dtype, param_dtype, use_bias=True, axis=-1):
-  """A dense layer over `axis` (int or tuple) with logical axis names on kernel (axes) and bias."""
+  """A dense layer contracting the trailing `axis` (int or tuple of negative axes) with logical
+  axis names on the kernel (axes) and bias (its output part); lecun-normal initialization."""
   features = (features,) if isinstance(features, int) else tuple(features)
-  axis = (axis,) if isinstance(axis, int) else tuple(axis)
-  return LogicalDenseGeneral(features, axis, tuple(axes), use_bias, dtype, param_dtype, name=name)
+  n_in = 1 if isinstance(axis, int) else len(axis)
+  init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                          in_axis=tuple(range(n_in)),
+                                          out_axis=tuple(range(n_in, n_in + len(features))))
+  return Projection(features, tuple(axes), n_in, tuple(axes)[n_in:] if use_bias else None,
+                    kernel_init=init, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 def layer_norm(x, epsilon, affine, axis_name, param_dtype, name, dtype):

@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sem_repa_jax.models.encoders.activations import get_activation
-from sem_repa_jax.models.encoders.projection import Projection
-from sem_repa_jax.models.encoders.stacking import scanned
+from sem_repa_jax.nn.dense import Projection
+from sem_repa_jax.nn.stacking import scanned
 from sem_repa_jax.nn.attention import dot_product_attention
 
 
