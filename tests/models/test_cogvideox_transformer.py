@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 from diffusers import CogVideoXTransformer3DModel
+from jax.sharding import PartitionSpec as P
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
 from safetensors.numpy import load_file, save_file
@@ -237,6 +239,10 @@ def test_config_errors_and_remat_grad(built):
   cfg = CogVideoXTransformerConfig(**VARIANTS["5b"][0])
   lat = jnp.asarray(np.random.default_rng(0).standard_normal((1, 2, 4, 4, 4)), jnp.float32)
   t = jnp.array([10.0])
+  abstract = jax.eval_shape(CogVideoXTransformer3D(cfg).init, jax.random.PRNGKey(0), lat, None, t)
+  spec = nn.get_partition_spec(abstract)["params"]
+  assert spec["transformer_blocks"]["attn1"]["to_q"]["kernel"] == P("layers", "embed", "heads", "kv")
+  assert spec["transformer_blocks"]["ff"]["proj_out"]["kernel"] == P("layers", "mlp", "embed")
   _, variables = load_pretrained(built("5b")[2])
   params = variables["params"]
   assert params["transformer_blocks"]["attn1"]["to_q"]["kernel"].shape == (2, 32, 2, 16)
