@@ -253,3 +253,22 @@ def test_config_errors_and_remat_grad(built):
     grads[policy] = jax.jit(jax.grad(loss))(params)
   for a, b in zip(jax.tree_util.tree_leaves(grads["none"]), jax.tree_util.tree_leaves(grads["full"])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_sharded_forward_matches_single_device(built):
+  """Logical axis names (params across the scan's 'layers' axis, activations) shard on 8 devices."""
+  model, kw, dst, _ = built("5b")
+  module, variables = load_pretrained(dst)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+  rules = (("batch", "data"), ("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"),
+           ("conv_in", None), ("conv_out", None), ("layers", None), ("length", None), ("kv", None))
+  lat, txt, t, _ = _inputs(kw, VARIANTS["5b"][1][0], seed=3)
+  with mesh, nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(module.init, jax.random.PRNGKey(0), lat, txt, t)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    sharded = jax.device_put(variables, shardings)
+    to_q = sharded["params"]["transformer_blocks"]["attn1"]["to_q"]["kernel"]
+    assert to_q.sharding.spec == P(None, "fsdp", "tensor", None)
+    out = jax.jit(module.apply)(sharded, lat, txt, t)
+  want, _ = _reference(model, kw, lat, txt, t, None)
+  np.testing.assert_allclose(np.asarray(out), want, atol=1e-4, rtol=0)
