@@ -29,13 +29,16 @@ def _cudnn_unsupported_reason(q, k, v, mask, bias) -> Optional[str]:
 def xla_attention(q, k, v, *, mask=None, bias=None, scale=None):
   """Plain softmax attention; logits and softmax in float32."""
   scale = q.shape[-1] ** -0.5 if scale is None else scale
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+  # Heads-major operands make both products plain batched matmuls (faster on CPU, same on GPU).
+  q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+  logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)
   if mask is not None:
     logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  return jnp.einsum("bhqk,bkhd->bqhd", weights, v, preferred_element_type=jnp.float32).astype(q.dtype)
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights, v, preferred_element_type=jnp.float32)
+  return out.transpose(0, 2, 1, 3).astype(q.dtype)
 
 
 def dot_product_attention(q, k, v, *, implementation: str = "xla", mask=None, bias=None,
