@@ -161,7 +161,12 @@ def plan(source: Source, rules: list[Rule], target: Mapping[str, tuple], src_nam
         continue
       per_layer_want = want[1:]
     for _, name, transform in slot.entries:
-      got = _shape_after(transform, source.shape(name), np.float32)
+      try:
+        got = _shape_after(transform, source.shape(name), np.float32)
+      except (ValueError, IndexError, TypeError) as e:
+        problems.append(f"source {name!r} {source.shape(name)} cannot be transformed for "
+                        f"{path!r} {per_layer_want}: {e}")
+        continue
       if got != per_layer_want:
         problems.append(f"shape mismatch: source {name!r} {source.shape(name)} -> {got} after "
                         f"transform, but {path!r} expects {per_layer_want}")

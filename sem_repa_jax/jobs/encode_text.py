@@ -104,7 +104,7 @@ def run(config) -> None:
   devices = jax.local_devices()
   mesh = Mesh(np.asarray(devices), ("data",))
   module, variables = load_pretrained(e.text_encoder, sharding=NamedSharding(mesh, P()),
-                                      dtype=jnp.dtype(config.param_dtype))
+                                      cast_params_to=jnp.dtype(config.param_dtype))
   module = module.clone(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype),
                         attention=config.attention)
   batch_size = -(-e.batch_size // len(devices)) * len(devices)

@@ -42,14 +42,15 @@ def build_module(path: str, **overrides):
 Sharding = Union[None, jax.sharding.Sharding, Callable[[str, tuple], jax.sharding.Sharding]]
 
 
-def load_pretrained(path: str, *, sharding: Sharding = None, dtype: Optional[Any] = None,
+def load_pretrained(path: str, *, sharding: Sharding = None, cast_params_to: Optional[Any] = None,
                     **module_overrides):
   """Returns (module, variables) of a converted model.
 
   sharding: None (default device), one Sharding for every array, or a function
     (flat path like 'params/blocks/attn/to_q/kernel', shape) -> Sharding. Arrays are read straight
     into their shardings; the whole model is never materialized on one device.
-  dtype: cast the parameters on load (e.g. jnp.bfloat16); by default they keep the stored dtype.
+  cast_params_to: cast the arrays on load (e.g. jnp.bfloat16); by default they keep the stored
+    dtype. module_overrides replace module kwargs (e.g. dtype='bfloat16' for bf16 compute).
   """
   import orbax.checkpoint as ocp
   module = build_module(path, **module_overrides)
@@ -68,7 +69,7 @@ def load_pretrained(path: str, *, sharding: Sharding = None, dtype: Optional[Any
       s = sharding
     else:
       s = sharding(flat, tuple(m.shape))
-    return jax.ShapeDtypeStruct(tuple(m.shape), dtype or m.dtype, sharding=s)
+    return jax.ShapeDtypeStruct(tuple(m.shape), cast_params_to or m.dtype, sharding=s)
 
   abstract = jax.tree_util.tree_map_with_path(
       target, tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))

@@ -72,3 +72,9 @@ def test_truncated_safetensors_names_the_file(tmp_path):
     f.truncate(os.path.getsize(path) - 100)
   with pytest.raises(CheckpointError, match="model.safetensors.*truncated"):
     SafetensorsCheckpoint(str(tmp_path))
+
+
+def test_a_transform_that_cannot_apply_is_reported_not_raised():
+  rules = [Rule(r"w", "params/w", lambda x: x.reshape(3, 3))]
+  with pytest.raises(ConversionError, match="'w' \\(4,\\) cannot be transformed"):
+    mapping.convert(DictSource({"w": np.zeros(4, np.float32)}), rules, {"params/w": (3, 3)})
