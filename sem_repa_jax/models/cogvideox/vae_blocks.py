@@ -95,6 +95,14 @@ class CausalConv3d(nn.Module):
     b, f, h, w, _ = x.shape
     frames = f - kt + 1
     pad = [((kh - 1) // 2,) * 2, ((kw - 1) // 2,) * 2]
+    import os
+    if os.environ.get("VAE_CONV3D"):
+      y = jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), [(0, 0)] + pad,
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC")) + bias
+      return nn.with_logical_constraint(y, VIDEO_AXES), new_cache
+    # Without the barrier XLA hoists the per-tap kernel slices (copies) of every layer to the
+    # start of the program, holding a second copy of all weights.
+    x, kernel = jax.lax.optimization_barrier((x, kernel))
     y = None
     for t in range(kt):
       tap = x[:, t:t + frames].reshape(b * frames, h, w, cin)
@@ -103,6 +111,28 @@ class CausalConv3d(nn.Module):
       y = yt if y is None else y + yt
     y = y.reshape(b, frames, *y.shape[1:]) + bias
     return nn.with_logical_constraint(y, VIDEO_AXES), new_cache
+
+
+def modulate(x, y, b):
+  """x * resize(y) + resize(b), y and b nearest-resized to x's (frames, height, width) the way
+  diffusers' SpatialNorm3D resizes zq: an odd frame count > 1 resizes the first frame on its own.
+
+  Integer ratios are written as a broadcast over a blocked view of x, so the resized y and b are
+  never materialized and the whole expression fuses with the normalization before it.
+  """
+  f = x.shape[1]
+  if f > 1 and f % 2 == 1:
+    return jnp.concatenate([modulate(x[:, :1], y[:, :1], b[:, :1]),
+                            modulate(x[:, 1:], y[:, 1:], b[:, 1:])], axis=1)
+  big, small = x.shape[1:4], y.shape[1:4]
+  if all(n % m == 0 for n, m in zip(big, small)):
+    (ft, ht, wt), (fs, hs, ws) = big, small
+    blocked = x.reshape(x.shape[0], fs, ft // fs, hs, ht // hs, ws, wt // ws, x.shape[-1])
+    expand = lambda a: a[:, :, None, :, None, :, None, :]
+    return (blocked * expand(y) + expand(b)).reshape(x.shape)
+  for axis, size in zip((1, 2, 3), big):
+    y, b = nearest_resize(y, axis, size), nearest_resize(b, axis, size)
+  return x * y + b
 
 
 class SpatialNorm3D(nn.Module):
@@ -115,25 +145,14 @@ class SpatialNorm3D(nn.Module):
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
-  def _resize(self, z, shape):
-    f, h, w = shape
-    if f > 1 and f % 2 == 1:
-      first = self._resize(z[:, :1], (1, h, w))
-      rest = self._resize(z[:, 1:], (f - 1, h, w))
-      return jnp.concatenate([first, rest], axis=1)
-    for axis, size in zip((1, 2, 3), (f, h, w)):
-      z = nearest_resize(z, axis, size)
-    return z
-
   @nn.compact
   def __call__(self, f, zq):
     c = f.shape[-1]
-    kw = dict(kernel_size=(1, 1, 1), dtype=self.dtype, param_dtype=self.param_dtype)
+    kw = dict(kernel_size=(1, 1, 1), dtype=jnp.float32, param_dtype=self.param_dtype)
     y, _ = CausalConv3d(c, name="conv_y", **kw)(zq)
     b, _ = CausalConv3d(c, name="conv_b", **kw)(zq)
     norm = GroupNorm(self.groups, 1e-6, jnp.float32, self.param_dtype, name="norm_layer")(f)
-    out = norm * self._resize(y, f.shape[1:4]) + self._resize(b, f.shape[1:4])
-    return out.astype(self.dtype)
+    return modulate(norm, y, b).astype(self.dtype)
 
 
 class ResnetBlock3D(nn.Module):
