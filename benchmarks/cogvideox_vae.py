@@ -65,7 +65,7 @@ def timing(args):
   t = time.perf_counter()
   mean, _ = jax.block_until_ready(enc(variables, video))
   t_enc_compile = time.perf_counter() - t
-  latents = np.asarray(mean)
+  latents = np.array(mean)
   t = time.perf_counter()
   out = jax.block_until_ready(dec(variables, latents))
   t_dec_compile = time.perf_counter() - t
