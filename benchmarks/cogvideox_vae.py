@@ -24,7 +24,7 @@ import numpy as np
 MiB = 2 ** 20
 
 
-def build(tiny: bool, seed: int = 0):
+def build(tiny: bool, seed: int = 0, conv_impl: str = "taps"):
   import torch
   from diffusers import AutoencoderKLCogVideoX
   from conversion import cogvideox_vae as conv
@@ -38,7 +38,7 @@ def build(tiny: bool, seed: int = 0):
   flat = conv.convert_arrays(DictSource({k: v.numpy() for k, v in ref.state_dict().items()}), cfg)
   import jax
   variables = jax.tree_util.tree_map(jax.numpy.asarray, unflatten(flat))
-  return ref, cogvideox_vae(cfg.__dict__), variables
+  return ref, cogvideox_vae(cfg.__dict__, conv_impl=conv_impl), variables
 
 
 def _best_interleaved(fns: dict, repeats: int) -> dict:
@@ -55,8 +55,8 @@ def _best_interleaved(fns: dict, repeats: int) -> dict:
 def timing(args):
   import jax
   import torch
-  torch.set_num_threads(os.cpu_count())
-  ref, module, variables = build(args.tiny)
+  torch.set_num_threads(args.threads or os.cpu_count())
+  ref, module, variables = build(args.tiny, conv_impl=args.conv_impl)
   cfg = module.config
   r = np.random.default_rng(0)
   video = r.uniform(-1, 1, (1, args.frames, args.height, args.width, 3)).astype(np.float32)
@@ -65,7 +65,7 @@ def timing(args):
   t = time.perf_counter()
   mean, _ = jax.block_until_ready(enc(variables, video))
   t_enc_compile = time.perf_counter() - t
-  latents = np.asarray(mean)
+  latents = np.array(mean)
   t = time.perf_counter()
   out = jax.block_until_ready(dec(variables, latents))
   t_dec_compile = time.perf_counter() - t
@@ -74,6 +74,7 @@ def timing(args):
   with torch.no_grad():
     ref_mean = ref.encode(vt).latent_dist.mean.permute(0, 2, 3, 4, 1).numpy()
     ref_out = ref.decode(zt).sample.permute(0, 2, 3, 4, 1).numpy()
+
   def torch_encode():
     with torch.no_grad():
       ref.encode(vt)
@@ -105,7 +106,7 @@ def compiled_memory(args):
   from conversion.mapping import unflatten
   kw = dict(block_out_channels=(8, 16, 16, 16), latent_channels=4, layers_per_block=1,
             norm_num_groups=4) if args.tiny else {}
-  module = cogvideox_vae(kw)
+  module = cogvideox_vae(kw, conv_impl=args.conv_impl)
   cfg = module.config
   v = unflatten({k: jax.ShapeDtypeStruct(s, jnp.float32) for k, s in target_shapes(module).items()})
   s = cfg.spatial_compression
@@ -130,8 +131,8 @@ def rss_child(impl: str, frames: int, args):
   """In a fresh process: peak RSS growth over one decode (weights loaded and compiled first)."""
   import jax
   import torch
-  torch.set_num_threads(os.cpu_count())
-  ref, module, variables = build(args.tiny)
+  torch.set_num_threads(args.threads or os.cpu_count())
+  ref, module, variables = build(args.tiny, conv_impl=args.conv_impl)
   s = module.config.spatial_compression
   z = np.random.default_rng(0).standard_normal(
       (1, frames, args.height // s, args.width // s, module.config.latent_channels)).astype(np.float32)
@@ -155,7 +156,9 @@ def rss(args):
   for impl in ("jax", "diffusers"):
     for f in args.mem_latent_frames:
       cmd = [sys.executable, "-m", "benchmarks.cogvideox_vae", "--rss-child", impl, str(f),
-             "--height", str(args.height), "--width", str(args.width)] + (["--tiny"] if args.tiny else [])
+             "--height", str(args.height), "--width", str(args.width),
+             "--conv-impl", args.conv_impl, "--threads", str(args.threads)]
+      cmd += ["--tiny"] if args.tiny else []
       out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
       row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -169,7 +172,7 @@ def rss(args):
 
 def gpu_memory(args):
   import jax
-  ref, module, variables = build(args.tiny)
+  ref, module, variables = build(args.tiny, conv_impl=args.conv_impl)
   del ref
   s = module.config.spatial_compression
   dev = jax.devices()[0]
@@ -191,10 +194,16 @@ def main():
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--mem-latent-frames", type=int, nargs="+", default=[13, 25])
   p.add_argument("--tiny", action="store_true", help="tiny channels (a smoke run)")
+  p.add_argument("--threads", type=int, default=0,
+                 help="1: both frameworks single-threaded (steadier on a shared machine)")
+  p.add_argument("--conv-impl", default="taps", choices=["taps", "conv3d"])
   p.add_argument("--skip-timing", action="store_true")
   p.add_argument("--skip-rss", action="store_true")
   p.add_argument("--rss-child", nargs=2, metavar=("IMPL", "FRAMES"), help=argparse.SUPPRESS)
   args = p.parse_args()
+  if args.threads == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                               " intra_op_parallelism_threads=1")
   if args.rss_child:
     return rss_child(args.rss_child[0], int(args.rss_child[1]), args)
   import jax

@@ -151,6 +151,7 @@ def run_chunks(net, x, chunk: int):
 class Encoder3D(nn.Module):
   """CogVideoXEncoder3D on one chunk: (x, cache) -> (moments (B,f,h,w,2*latent), cache)."""
   config: VAEConfig
+  conv_impl: str = "taps"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -160,18 +161,21 @@ class Encoder3D(nn.Module):
     cache = cache or {}
     new = {}
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    bkw = dict(kw, conv_impl=self.conv_impl)
     chans = cfg.block_out_channels
-    h, new["conv_in"] = CausalConv3d(chans[0], name="conv_in", **kw)(x, cache.get("conv_in"))
+    h, new["conv_in"] = CausalConv3d(chans[0], impl=self.conv_impl, name="conv_in", **kw)(
+        x, cache.get("conv_in"))
     for i, c in enumerate(chans):
       key = f"down_blocks_{i}"
       h, new[key] = DownBlock3D(c, cfg.layers_per_block, cfg.norm_num_groups, cfg.norm_eps,
                                 add_downsample=i < len(chans) - 1,
-                                compress_time=i < cfg.temporal_compress_level, name=key, **kw)(
+                                compress_time=i < cfg.temporal_compress_level, name=key, **bkw)(
                                     h, cache.get(key))
     h, new["mid_block"] = DownBlock3D(chans[-1], 2, cfg.norm_num_groups, cfg.norm_eps, False, False,
-                                      name="mid_block", **kw)(h, cache.get("mid_block"))
+                                      name="mid_block", **bkw)(h, cache.get("mid_block"))
     h = nn.silu(GroupNorm(cfg.norm_num_groups, 1e-6, name="norm_out", **kw)(h))
-    h, new["conv_out"] = CausalConv3d(2 * cfg.latent_channels, name="conv_out", **kw)(
+    h, new["conv_out"] = CausalConv3d(2 * cfg.latent_channels, impl=self.conv_impl,
+                                      name="conv_out", **kw)(
         h, cache.get("conv_out"))
     return h, new
 
@@ -180,6 +184,7 @@ class Decoder3D(nn.Module):
   """CogVideoXDecoder3D on one chunk: (z, cache) -> (video chunk, cache); z is also the zq of
   every SpatialNorm3D."""
   config: VAEConfig
+  conv_impl: str = "taps"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -189,19 +194,22 @@ class Decoder3D(nn.Module):
     cache = cache or {}
     new = {}
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    bkw = dict(kw, conv_impl=self.conv_impl)
     chans = tuple(reversed(cfg.block_out_channels))
     z = z.astype(self.dtype)
-    h, new["conv_in"] = CausalConv3d(chans[0], name="conv_in", **kw)(z, cache.get("conv_in"))
+    h, new["conv_in"] = CausalConv3d(chans[0], impl=self.conv_impl, name="conv_in", **kw)(
+        z, cache.get("conv_in"))
     h, new["mid_block"] = UpBlock3D(chans[0], 2, cfg.norm_num_groups, cfg.norm_eps, False, False,
-                                    name="mid_block", **kw)(h, z, cache.get("mid_block"))
+                                    name="mid_block", **bkw)(h, z, cache.get("mid_block"))
     for i, c in enumerate(chans):
       key = f"up_blocks_{i}"
       h, new[key] = UpBlock3D(c, cfg.layers_per_block + 1, cfg.norm_num_groups, cfg.norm_eps,
                               add_upsample=i < len(chans) - 1,
-                              compress_time=i < cfg.temporal_compress_level, name=key, **kw)(
+                              compress_time=i < cfg.temporal_compress_level, name=key, **bkw)(
                                   h, z, cache.get(key))
     h = nn.silu(SpatialNorm3D(cfg.norm_num_groups, name="norm_out", **kw)(h, z))
-    h, new["conv_out"] = CausalConv3d(cfg.out_channels, name="conv_out", **kw)(
+    h, new["conv_out"] = CausalConv3d(cfg.out_channels, impl=self.conv_impl, name="conv_out",
+                                      **kw)(
         h, cache.get("conv_out"))
     return h, new
 
@@ -215,13 +223,17 @@ class CogVideoXVAE(nn.Module):
   tiling (encode/decode keyword): None (no tiling), True (diffusers' default tiles: half of
   sample_height x sample_width, overlaps 1/6 and 1/5) or a `Tiling`. As in diffusers, tiles are
   used only when the input is larger than one tile.
+  conv_impl: 'taps' or 'conv3d' (see vae_blocks.CausalConv3d); same numbers, different speed/memory.
   """
   config: VAEConfig
+  conv_impl: str = "taps"
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.conv_impl not in ("taps", "conv3d"):
+      raise ValueError(f"conv_impl={self.conv_impl!r}: expected 'taps' or 'conv3d'")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, conv_impl=self.conv_impl)
     self.encoder = Encoder3D(self.config, name="encoder", **kw)
     self.decoder = Decoder3D(self.config, name="decoder", **kw)
 
@@ -267,7 +279,7 @@ class CogVideoXVAE(nn.Module):
 
 
 def cogvideox_vae(config: Union[dict, VAEConfig, str] = "cogvideox-2b", dtype="float32",
-                  param_dtype="float32") -> CogVideoXVAE:
+                  param_dtype="float32", conv_impl: str = "taps") -> CogVideoXVAE:
   """Factory for load_pretrained: config is a preset name, a VAEConfig or its dict (JSON)."""
   if isinstance(config, str):
     if config not in PRESETS:
@@ -275,4 +287,5 @@ def cogvideox_vae(config: Union[dict, VAEConfig, str] = "cogvideox-2b", dtype="f
     config = PRESETS[config]
   elif isinstance(config, dict):
     config = VAEConfig(**config)
-  return CogVideoXVAE(config, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+  return CogVideoXVAE(config, conv_impl, dtype=jnp.dtype(dtype),
+                      param_dtype=jnp.dtype(param_dtype))
