@@ -11,6 +11,7 @@ Measures, on clips of identities never seen in training (docs/demo.md explains e
   IS the identity vector, so the IDM stands in for ArcFace as the identity judge.
 The teacher row applies SAM and IDM to the real clip's latents: the judges' own error.
 """
+import functools
 import math
 import os
 
@@ -38,9 +39,14 @@ def eval_records(config) -> list:
   return sorted((dec.map(src[i]) for i in range(len(src))), key=lambda r: r["clip_id"])
 
 
+@functools.lru_cache(maxsize=None)
+def _decoder(codec):
+  return jax.jit(lambda z: codec.apply({}, z / codec.scaling_factor, method="decode"))
+
+
 def _decode(codec, latents):
-  return np.asarray(jax.jit(lambda z: codec.apply({}, z / codec.scaling_factor, method="decode"))(
-      jnp.asarray(latents)))
+  """Scaled latents -> video in [-1, 1] (one compiled function per codec and shape)."""
+  return np.asarray(_decoder(codec)(jnp.asarray(latents)))
 
 
 def _transformer(cfg, variables):

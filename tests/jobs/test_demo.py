@@ -19,7 +19,7 @@ def _config(workdir):
   c.workdir = str(workdir)
   c.demo.train_clips, c.demo.eval_clips = 3, 2
   c.demo.num_frames, c.demo.height, c.demo.width = 5, 16, 24
-  c.demo.sample_steps = 2
+  c.demo.sample_steps, c.demo.baseline = 2, True
   c.align.num_steps = c.finetune.num_steps = 3
   c.data.batch_size = 8          # the 8 simulated devices form an 8-way data-parallel mesh
   c.model.backbone.num_layers = 1
