@@ -182,3 +182,23 @@ def load_into(state, path: str, attr: str, submodule: str | None = None):
   for name, k in places.items():  # (arrays of other collections are dropped here)
     flat[k] = loaded[name].astype(flat[k].dtype)
   return state.replace(**{attr: traverse_util.unflatten_dict(flat, sep="/")})
+
+
+def latest_step(workdir: str) -> int | None:
+  """The last saved training step under <workdir>/checkpoints, or None (no checkpoint yet)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return None
+  return checkpoint.Checkpointer(workdir).latest_step()
+
+
+def restore_variables(workdir: str, step: int | None = None) -> tuple[int, dict]:
+  """(step, variables) of a stage's checkpoint: trained and frozen parts merged into one tree for
+  `SemanticREPA.apply`, as host numpy arrays (for evaluation and sampling after training)."""
+  import orbax.checkpoint as ocp
+  from sem_repa_jax.training.train_state import merge
+  step = latest_step(workdir) if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train the stage first")
+  mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  return step, jax.device_get(merge(state["params"], state["frozen"] or {}))

@@ -1,0 +1,56 @@
+"""The embedded demo (`./run.sh demo`): SemanticREPA end to end on a fresh machine, no weights, no data.
+
+Synthetic humans -> annotation (lossless latent codec, exact depth and identity teachers) ->
+stage 1 (alignment modules) -> stage 2 (fine-tuning the tiny CogVideoX I2V backbone with the
+alignment losses) [-> the same stage 2 without them, for comparison] -> sampling from held-out
+first frames -> evaluation -> <workdir>/report.html. Sized for ~5-6 minutes on 2 CPU cores.
+Rerunning reuses every finished stage (docs/demo.md).
+
+Model, diffusion, optimizer and stage fields are those of configs/semrepa.py; the job derives
+each stage's config from this one (data.records, workdirs, the backbone's sample size).
+"""
+import ml_collections
+
+from configs import semrepa
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = semrepa.get_config()
+  c.job = "demo"
+  c.workdir = "runs/demo"
+  c.log_every_steps = 25          # metrics.jsonl lines (loss curves), averaged over the interval
+
+  c.demo = ml_collections.ConfigDict()
+  c.demo.train_clips = 128         # synthetic training clips (identities drawn among as many)
+  c.demo.eval_clips = 3            # held-out clips: other identities (another synthetic seed)
+  c.demo.num_frames = 9            # 1 + 4k (the codec's causal frame grouping): 9 -> 3 latent frames
+  c.demo.height = 32               # pixels; multiples of codec_spatial_factor (latents 16 x 24)
+  c.demo.width = 48
+  c.demo.fps = 8.0
+  c.demo.codec_spatial_factor = 2  # space-to-depth factor: 4 * p * p * 3 = 48 latent channels
+  # Also fine-tune with lambda_S = lambda_ID = 0 (plain fine-tuning) and compare: a second stage 2,
+  # about as long again as the first, so off by default to keep the demo within ~6 CPU minutes.
+  c.demo.baseline = False
+  c.demo.sample_steps = 50         # DDIM steps (trailing spacing) per sample
+  c.demo.sampler = "ddim"          # 'ddim' | 'dpm'
+  # Classifier-free guidance. CogVideoX I2V guides on the text only and the demo has no text
+  # encoder (the backbone sees zero text tokens), so cond == uncond and any scale gives the same
+  # video at twice the cost: keep 1.0 unless the records carry T5 embeddings.
+  c.demo.guidance_scale = 1.0
+
+  # The backbone: 2 layers of 4 heads x 48 = 192 wide, as wide as one 2x2 patch of the 48-channel
+  # latents (4 frames x 2x2 pixels x RGB), so a token can carry its patch through to the output.
+  # Narrower backbones did not learn to denoise within the CPU budget (docs/demo.md).
+  c.model.backbone.num_attention_heads = 4
+  c.model.backbone.attention_head_dim = 48
+
+  c.data.batch_size = 2
+  c.align.num_steps = 400
+  c.finetune.num_steps = 1500
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.schedule = "warmup_cosine"   # decay_steps = each stage's num_steps (set by the job)
+  c.optimizer.warmup_steps = 20
+  c.optimizer.end_lr_ratio = 0.1
+  c.checkpoint.every_steps = 0     # one checkpoint at the end of each stage (0: only at the end)
+  c.checkpoint.async_save = False
+  return c
