@@ -9,12 +9,11 @@ Memory, the point being that the chunked decode holds one chunk, not the whole v
     analysis of the decode (arguments + outputs + temporaries - aliased), which is what the
     executable allocates.
   - both frameworks on CPU: peak RSS growth of a fresh subprocess over one decode
-    (resource.getrusage ru_maxrss, after the weights are loaded and, for JAX, after compiling).
+    (RSS sampled every 2 ms during the call, after the weights are loaded and, for JAX, compiled).
 """
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -127,6 +126,32 @@ def compiled_memory(args):
           f"temporaries {rows[-1][2] / rows[0][2]:.2f}x")
 
 
+def _rss_mib() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
+
+
+def _peak_rss_growth(fn) -> float:
+  """Peak resident memory above the level before fn, sampled every 2 ms while it runs (the
+  process-lifetime ru_maxrss would include compilation)."""
+  import threading
+  base, peak, done = _rss_mib(), [0.0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], _rss_mib())
+      time.sleep(0.002)
+
+  thread = threading.Thread(target=sample, daemon=True)
+  thread.start()
+  try:
+    fn()
+  finally:
+    done.set()
+    thread.join()
+  return max(peak[0], _rss_mib()) - base
+
+
 def rss_child(impl: str, frames: int, args):
   """In a fresh process: peak RSS growth over one decode (weights loaded and compiled first)."""
   import jax
@@ -139,16 +164,13 @@ def rss_child(impl: str, frames: int, args):
   if impl == "jax":
     dec = jax.jit(lambda v, z: module.apply(v, z, method="decode")).lower(variables, z).compile()
     del ref
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    jax.block_until_ready(dec(variables, z))
+    growth = _peak_rss_growth(lambda: jax.block_until_ready(dec(variables, z)))
   else:
     del variables
     zt = torch.from_numpy(z).permute(0, 4, 1, 2, 3)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with torch.no_grad():
-      ref.decode(zt)
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  print(json.dumps({"impl": impl, "frames": frames, "peak_growth_mib": (peak - base) / 1024}))
+      growth = _peak_rss_growth(lambda: ref.decode(zt))
+  print(json.dumps({"impl": impl, "frames": frames, "peak_growth_mib": growth}))
 
 
 def rss(args):
