@@ -178,12 +178,13 @@ motion, so a plausible video that moves differently also scores low); depth_rmse
 read from the video vs the teacher depth of the real clip, as normalized nearness in [0, 1]; \
 id_cosine: IDM's identity of the video vs the teacher identity. The IDM stands in for ArcFace \
 (the synthetic face teacher is the identity vector itself). The "{TEACHER}" row applies SAM and \
-IDM to the real clip: their own error, the best a sample can reach.
+IDM to the real clip: their own error. A judge ranks videos only where that row is clearly the \
+best; with the demo's tiny modules and few identities it often is not (docs/demo.md).
 
 What this does not show:
 
 - The backbone is a tiny CogVideoX (a few layers, width {_width(cfgs)}) trained from scratch, not \
-CogVideoX-5B fine-tuned from pretrained weights; expect blurry samples whose metrics differ by \
+CogVideoX-5B fine-tuned from pretrained weights; expect noisy, blurry samples whose metrics differ by \
 little between models at this size and training length.
 - The VAE is replaced by a lossless space-to-depth codec (sem_repa_jax/models/latent_codec.py): \
 latents are rearranged pixels, so the latent-space alignment is easier than in a real VAE space.
