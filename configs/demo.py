@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.data.batch_size = 2
   c.align.num_steps = 400
-  c.finetune.num_steps = 1500
+  c.finetune.num_steps = 3000
   c.optimizer.learning_rate = 1e-3
   c.optimizer.schedule = "warmup_cosine"   # decay_steps = each stage's num_steps (set by the job)
   c.optimizer.warmup_steps = 20
