@@ -368,11 +368,9 @@ def load_arrays(src: str):
 def target_shapes(config) -> dict:
   import jax
   import jax.numpy as jnp
-  import flax.linen as nn
   from sem_repa_jax.models.encoders.arcface import IResNet
   s = config.input_size
-  abstract = jax.eval_shape(IResNet(config).init, jax.random.key(0), jnp.zeros((1, s, s, 3)))
-  return {k: tuple(v.shape) for k, v in mapping.flatten(nn.unbox(abstract)).items()}
+  return mapping.abstract_shapes(IResNet(config).init, jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
 
 
 def convert_arrays(arrays: dict, config, src: str = "checkpoint") -> dict:

@@ -74,13 +74,10 @@ class _WithoutPositionIds:
 
 
 def target_shapes(module) -> dict:
-  import flax.linen as nn
-  import jax
   import jax.numpy as jnp
   c = module.config
   pixels = jnp.zeros((1, c.image_size, c.image_size, c.num_channels), jnp.float32)
-  abstract = jax.eval_shape(module.init, jax.random.key(0), pixels)
-  return {k: tuple(v.shape) for k, v in mapping.flatten(nn.meta.unbox(abstract)).items()}
+  return mapping.abstract_shapes(module.init, pixels)
 
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:

@@ -5,9 +5,6 @@ SRC is the `transformer/` folder of a CogVideoX diffusers repository: config.jso
 """
 import os
 
-import jax
-import numpy as np
-
 from conversion import mapping
 from conversion.mapping import Rule
 from conversion.safetensors_io import SafetensorsCheckpoint, read_config
@@ -81,13 +78,8 @@ def rules(config) -> list[Rule]:
 
 def target_shapes(module) -> dict:
   """Flat {path: shape} of every variable the module has, found abstractly (nothing allocated)."""
-  from flax.core import meta
-
   from sem_repa_jax.models.cogvideox.transformer import example_inputs
-  inputs = example_inputs(module.config)
-  tree = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), **inputs))
-  tree = meta.unbox(tree)
-  return {k: tuple(v.shape) for k, v in mapping.flatten(tree).items()}
+  return mapping.abstract_shapes(module.init, **example_inputs(module.config))
 
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:

@@ -48,14 +48,12 @@ RULES = [Rule(p + leaf, t + target, transform)
 
 def target_shapes(module) -> dict:
   """Flat {path: shape} of the module's parameters, from shapes only (nothing is computed)."""
-  import flax
   import jax
   import jax.numpy as jnp
   cfg = module.config
   side = cfg.spatial_compression
   video = jax.ShapeDtypeStruct((1, 1, side, side, cfg.in_channels), jnp.float32)
-  abstract = jax.eval_shape(module.init, jax.random.key(0), video)
-  return {k: tuple(v.shape) for k, v in mapping.flatten(flax.core.meta.unbox(abstract)).items()}
+  return mapping.abstract_shapes(module.init, video)
 
 
 def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint") -> dict:

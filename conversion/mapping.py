@@ -105,6 +105,15 @@ def unflatten(flat: Mapping) -> dict:
   return tree
 
 
+def abstract_shapes(init_fn, *args, **kwargs) -> dict:
+  """Flat {path: shape} of the variables `init_fn(key, *args, **kwargs)` creates (e.g. module.init),
+  found with jax.eval_shape: nothing is allocated. This is the `target` of `plan` and `convert`."""
+  import flax.linen as nn
+  import jax
+  tree = jax.eval_shape(lambda key, a, kw: init_fn(key, *a, **kw), jax.random.key(0), args, kwargs)
+  return {k: tuple(v.shape) for k, v in flatten(nn.meta.unbox(tree)).items()}
+
+
 def _shape_after(transform, shape, dtype):
   # A zero-strided stand-in: transposes and reshapes of it cost no memory.
   dummy = np.broadcast_to(np.zeros((), dtype), shape)

@@ -75,11 +75,8 @@ class _EncoderView:
 
 
 def target_shapes(module) -> dict:
-  import flax.linen as nn
-  import jax
   import jax.numpy as jnp
-  abstract = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
-  return {k: tuple(v.shape) for k, v in mapping.flatten(nn.meta.unbox(abstract)).items()}
+  return mapping.abstract_shapes(module.init, jnp.zeros((1, 2), jnp.int32))
 
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:

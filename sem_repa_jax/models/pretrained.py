@@ -6,7 +6,6 @@ import shutil
 from typing import Any, Callable, Optional, Union
 
 import jax
-import numpy as np
 
 
 class PretrainedError(ValueError):
