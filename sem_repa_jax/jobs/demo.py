@@ -14,7 +14,6 @@ import json
 import os
 import time
 
-import numpy as np
 from absl import logging
 
 from sem_repa_jax.jobs import _semrepa
