@@ -71,19 +71,25 @@ def alphas_cumprod(config) -> np.ndarray:
                                             num_train_timesteps=config.diffusion.num_train_timesteps)
 
 
-def record_dataset(config):
-  """This process's shard of the annotated records: shuffled, repeated, batched, checkpointable."""
+def record_dataset(config, shard_index: int | None = None, shard_count: int | None = None):
+  """This process's shard of the annotated records: shuffled, repeated, batched, checkpointable.
+
+  Process i of n reads records i, i+n, i+2n, ... (in its own shuffled order) and yields
+  batch_size / n of them per step; the global batch of a step is the processes' batches in process
+  order. `shard_index`/`shard_count` (default: this process of jax.process_count()) name another
+  process's shard, e.g. to rebuild a multi-host run's global batches on one host."""
   from data_pipelines import loader
   d = config.data
   if not d.records:
     raise ValueError("config.data.records is empty: point it at the annotation output "
                      "(<annotate workdir>/annotations/records) or a glob of *.array_record files")
-  n = jax.process_count()
+  shard_index, n = loader.process_shard(shard_index, shard_count)
   if d.batch_size % n:
     raise ValueError(f"config.data.batch_size={d.batch_size} (global) is not divisible by the "
                      f"{n} processes")
   source = loader.ClipRecordSource(d.records)
   ds = loader.clip_dataset(source, seed=d.seed, batch_size=d.batch_size // n, num_epochs=None,
+                           shard_index=shard_index, shard_count=n,
                            keys=list(BATCH_KEYS) + (["text_embeds"] if d.text_embeds else []))
   return ds.map(loader.numpy_batch)
 
@@ -93,9 +99,10 @@ def example_batch(dataset):
 
 
 def train(config, model: SemanticREPA, loss_fn, init_args, *, frozen_prefixes=(),
-          prepare_state=None, num_steps: int):
+          prepare_state=None, num_steps: int, dataset=None):
   """Builds the sharded state, restores the latest checkpoint or initializes (then calls
-  `prepare_state(state) -> state` on a fresh state, e.g. to load pretrained weights), and trains."""
+  `prepare_state(state) -> state` on a fresh state, e.g. to load pretrained weights), and trains
+  on `dataset` (a grain dataset of this process's batches; default: `record_dataset(config)`)."""
   mesh = mesh_lib.make_mesh(config)
   rules = sharding.axis_rules(config)
   parallel = sharding.batch_sharding(mesh, rules).num_devices // int(
@@ -108,8 +115,7 @@ def train(config, model: SemanticREPA, loss_fn, init_args, *, frozen_prefixes=()
   abstract, init = make_train_state(model.init, jax.random.key(config.seed), *init_args, tx=tx,
                                     mesh=mesh, rules=rules, rng=config.seed + 1,
                                     frozen_prefixes=frozen_prefixes, ema_decay=opt.ema_decay)
-  dataset = record_dataset(config)
-  data = iter(dataset)
+  data = iter(record_dataset(config) if dataset is None else dataset)
   ckpt = checkpoint.Checkpointer(config.workdir, config)
 
   def fresh():

@@ -66,14 +66,17 @@ def make_loss_fn(model, config, alphas_cumprod):
   return loss_fn
 
 
-def run(config) -> None:
+def run(config, dataset=None):
+  """Trains to config.finetune.num_steps (resuming from the workdir's last checkpoint) and returns
+  the final TrainState. `dataset`: this process's batches in place of config.data.records' (a grain
+  dataset, as `_semrepa.record_dataset` gives)."""
   f, m = config.finetune, config.model
   if not f.alignment_dir:
     raise ValueError("config.finetune.alignment_dir is empty: give the stage-1 export "
                      f"(<align workdir>/{_semrepa.ALIGNMENT_DIRNAME})")
   model = _semrepa.build(**_semrepa.module_kwargs(config, with_backbone=True))
   ab = _semrepa.alphas_cumprod(config)
-  ex = _semrepa.example_batch(_semrepa.record_dataset(config))
+  ex = _semrepa.example_batch(_semrepa.record_dataset(config) if dataset is None else dataset)
   z = ex["video_latents"]
   x = model_input(z, ex["image_latents"], jnp.ones((1,), bool)) \
       if image_conditioned(model.backbone, m.latent_channels) else z
@@ -93,6 +96,8 @@ def run(config) -> None:
     return state
 
   state, _ = _semrepa.train(config, model, make_loss_fn(model, config, ab), init_args,
-                            frozen_prefixes=frozen, prepare_state=prepare, num_steps=f.num_steps)
+                            frozen_prefixes=frozen, prepare_state=prepare, num_steps=f.num_steps,
+                            dataset=dataset)
   logging.info("stage 2 done at step %d; checkpoints in %s/checkpoints", int(state.step),
                config.workdir)
+  return state

@@ -6,52 +6,16 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from flax import traverse_util
 
-from configs import annotate as annotate_config
-from configs import semrepa as semrepa_config
-from sem_repa_jax.jobs import _semrepa, align, annotate, finetune
+from sem_repa_jax.jobs import _semrepa, finetune
 from sem_repa_jax.models import load_pretrained
-
-
-@pytest.fixture(scope="module")
-def records(tmp_path_factory):
-  root = tmp_path_factory.mktemp("semrepa")
-  c = annotate_config.get_config()
-  c.workdir = str(root / "ann")
-  c.data.root = str(root / "syn")
-  c.data.synthetic_clips, c.data.num_frames = 4, 5
-  c.data.height = c.data.synthetic_height = 32
-  c.data.width = c.data.synthetic_width = 48
-  c.progress_bar = False
-  annotate.run(c)
-  return os.path.join(c.workdir, "annotations", "records")
-
-
-def _config(records, workdir, job, steps, **finetune):
-  c = semrepa_config.get_config()
-  c.job, c.workdir, c.data.records = job, str(workdir), records
-  c.align.num_steps = c.finetune.num_steps = steps
-  c.data.batch_size = 8          # the 8 simulated devices form an 8-way data-parallel mesh
-  c.log_every_steps = 2
-  c.progress_bar = False
-  c.checkpoint.async_save = False
-  for k, v in finetune.items():
-    c.finetune[k] = v
-  return c
+from tests.jobs.semrepa_setup import training_config as _config
 
 
 def _losses(workdir, key):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [json.loads(line)[key] for line in f]
-
-
-@pytest.fixture(scope="module")
-def stage1(records, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("align")
-  align.run(_config(records, workdir, "align", 12))
-  return str(workdir)
 
 
 def test_stage1_losses_fall_and_modules_export(stage1):

@@ -1,0 +1,53 @@
+"""One host of the 2-process CPU run in test_finetune_multihost.py: runs the stage-2 job as
+`python -m sem_repa_jax.main` would on a cluster, on this process's shard of the records.
+
+argv: process_id port workdir records alignment_dir steps
+"""
+import os
+import sys
+
+if __name__ == "__main__":   # each host of the simulated cluster sees 4 CPU devices
+  os.environ["JAX_PLATFORMS"] = "cpu"
+  os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
+
+from sem_repa_jax import config_checks  # noqa: E402
+from sem_repa_jax.jobs import finetune  # noqa: E402
+from sem_repa_jax.main import write_resolved_config  # noqa: E402
+from sem_repa_jax.training import mesh as mesh_lib  # noqa: E402
+from tests.jobs.semrepa_setup import multihost_config  # noqa: E402
+
+
+def main(process_id, port, workdir, records, alignment_dir, steps):
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.config.update("jax_default_matmul_precision", "highest")
+  import orbax.checkpoint as ocp   # as tests/training/conftest.py: no per-replica slice compiles
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
+  cfg = multihost_config(records, workdir, alignment_dir, steps)
+  cfg.distributed.initialize = True
+  cfg.distributed.coordinator_address = f"localhost:{port}"
+  cfg.distributed.num_processes = 2
+  cfg.distributed.process_id = process_id
+  # What sem_repa_jax.main does before it runs the job.
+  mesh_lib.initialize_distributed(cfg)
+  assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
+  config_checks.check_config(cfg, jax.device_count())
+  if process_id == 0:
+    write_resolved_config(cfg, workdir)
+  state = finetune.run(cfg)
+  mesh = mesh_lib.make_mesh(cfg)
+  print("mesh processes:", np.vectorize(lambda d: d.process_index)(mesh.devices).tolist())
+  params = multihost_utils.process_allgather(state.params, tiled=True)
+  if process_id == 0:
+    flat = {jax.tree_util.keystr(p): np.asarray(x)
+            for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    np.savez(os.path.join(workdir, "params.npz"), **flat)
+  jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+  main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))

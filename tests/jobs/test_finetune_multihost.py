@@ -1,0 +1,94 @@
+"""Stage 2 on two jax.distributed processes (CPU, gloo, 4 devices each, data=2 x fsdp=4), each
+reading its own shard of the records, equals stage 2 on one 8-device process fed the same global
+batches; the checkpoint both processes wrote restores on one."""
+import os
+import socket
+import subprocess
+import sys
+
+import grain
+import jax
+import numpy as np
+from flax import traverse_util
+
+from sem_repa_jax.jobs import _semrepa, finetune
+from sem_repa_jax.models import load_pretrained
+from sem_repa_jax.training.checkpoint import Checkpointer
+from tests.jobs.semrepa_setup import multihost_config
+
+STEPS = 3
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _global_batches(config, num_processes=2):
+  """The global batches of a run on `num_processes` hosts: each step, host 0's batch of its shard
+  of the records, then host 1's (the order shard_batch assembles them in)."""
+  parts = [_semrepa.record_dataset(config, shard_index=i, shard_count=num_processes)
+           for i in range(num_processes)]
+
+  def batch(i):
+    halves = [p[i] for p in parts]
+    return {k: np.concatenate([h[k] for h in halves]) for k in halves[0]}
+  return grain.MapDataset.range(STEPS).map(batch)
+
+
+def _flat(tree):
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
+
+
+def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp_path):
+  align_dir = os.path.join(stage1, _semrepa.ALIGNMENT_DIRNAME)
+  multi_dir = tmp_path / "multi"
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+  env["PYTHONPATH"] = ROOT
+  worker = os.path.join(ROOT, "tests", "jobs", "finetune_multihost_worker.py")
+  procs = [subprocess.Popen([sys.executable, worker, str(i), str(port), str(multi_dir), records,
+                             align_dir, str(STEPS)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  print(outs[0][-2000:])
+
+  # The same job on this process's 8 devices, fed the 2-host global batches.
+  c = multihost_config(records, tmp_path / "single", align_dir, STEPS)
+  state = finetune.run(c, dataset=_global_batches(c))
+  single = _flat(state.params)
+  multi = np.load(multi_dir / "params.npz")
+  assert set(single) == set(multi.files)
+  errors = {k: float(np.max(np.abs(multi[k] - single[k]))) for k in single}
+  print("max |multi - single| over parameters:", max(errors.values()))
+  for k in single:
+    np.testing.assert_allclose(multi[k], single[k], rtol=0, atol=1e-6, err_msg=k)
+  # The checkpoint both hosts wrote together restores here, on one host, into 8 devices.
+  ckpt = Checkpointer(multi_dir)
+  assert ckpt.latest_step() == STEPS
+  data_files = sorted(f for f in os.listdir(os.path.join(ckpt.directory, str(STEPS), "data"))
+                      if f.endswith(".json"))
+  assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state)
+  restored = ckpt.restore(abstract)
+  for k, x in _flat(restored.params).items():
+    np.testing.assert_array_equal(x, multi[k])
+  # The frozen alignment modules are exactly stage 1's export.
+  _, exported = load_pretrained(align_dir)
+  frozen = traverse_util.flatten_dict(jax.device_get(restored.frozen), sep="/")
+  exported = traverse_util.flatten_dict(exported, sep="/")
+  assert set(frozen) == set(exported)
+  for k, v in exported.items():
+    np.testing.assert_array_equal(np.asarray(frozen[k]), np.asarray(v))
