@@ -18,7 +18,7 @@ from sem_repa_jax import config_checks  # noqa: E402
 from sem_repa_jax.jobs import finetune  # noqa: E402
 from sem_repa_jax.main import write_resolved_config  # noqa: E402
 from sem_repa_jax.training import mesh as mesh_lib  # noqa: E402
-from tests.jobs.semrepa_setup import multihost_config  # noqa: E402
+from tests.jobs.semrepa_setup import stage2_config  # noqa: E402
 
 
 def main(process_id, port, workdir, records, alignment_dir, steps):
@@ -27,7 +27,13 @@ def main(process_id, port, workdir, records, alignment_dir, steps):
   import orbax.checkpoint as ocp   # as tests/training/conftest.py: no per-replica slice compiles
   ocp.type_handlers.register_type_handler(
       jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
-  cfg = multihost_config(records, workdir, alignment_dir, steps)
+  cfg = stage2_config(records, workdir, alignment_dir, steps)
+  # fsdp across the two hosts (each holds half of every weight) and data inside each: mesh rows are
+  # processes, so the fsdp axis comes first, and the batch is split over fsdp then data to keep
+  # each process's rows of the global batch contiguous (process 0 rows 0-3, process 1 rows 4-7).
+  cfg.mesh.axes = ("fsdp", "data", "tensor")
+  cfg.logical_axis_rules = tuple((n, ("fsdp", "data") if n == "batch" else a)
+                                 for n, a in cfg.logical_axis_rules)
   cfg.distributed.initialize = True
   cfg.distributed.coordinator_address = f"localhost:{port}"
   cfg.distributed.num_processes = 2
@@ -38,9 +44,12 @@ def main(process_id, port, workdir, records, alignment_dir, steps):
   config_checks.check_config(cfg, jax.device_count())
   if process_id == 0:
     write_resolved_config(cfg, workdir)
-  state = finetune.run(cfg)
   mesh = mesh_lib.make_mesh(cfg)
-  print("mesh processes:", np.vectorize(lambda d: d.process_index)(mesh.devices).tolist())
+  assert [{d.process_index for d in row.flat} for row in mesh.devices] == [{0}, {1}], mesh.devices
+  state = finetune.run(cfg)
+  # Every weight whose width is split is split between the hosts: no host holds all of it.
+  embed = state.params["params"]["transformer"]["proj_out"]["kernel"]
+  assert embed.sharding.spec[0] == "fsdp" and not embed.is_fully_addressable, embed.sharding
   params = multihost_utils.process_allgather(state.params, tiled=True)
   if process_id == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(x)

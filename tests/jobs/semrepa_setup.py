@@ -16,8 +16,10 @@ def training_config(records, workdir, job, steps, **finetune):
   return c
 
 
-def multihost_config(records, workdir, alignment_dir, steps):
-  """Stage 2 as the 2-process test runs it: data=2 x fsdp=4, a 1-layer backbone."""
+
+def stage2_config(records, workdir, alignment_dir, steps):
+  """Stage 2 as the multi-host test runs it: a 1-layer backbone, data=2 x fsdp=4, one log line and
+  one checkpoint at the end."""
   c = training_config(records, workdir, "finetune", steps, alignment_dir=alignment_dir)
   c.mesh.shape = (2, 4, 1)
   c.model.backbone.num_layers = 1

@@ -1,6 +1,6 @@
-"""Stage 2 on two jax.distributed processes (CPU, gloo, 4 devices each, data=2 x fsdp=4), each
-reading its own shard of the records, equals stage 2 on one 8-device process fed the same global
-batches; the checkpoint both processes wrote restores on one."""
+"""Stage 2 on two jax.distributed processes (CPU, gloo, 4 devices each; fsdp=2 across them, data=4
+inside each), each reading its own shard of the records, equals stage 2 on one 8-device process
+(data=2 x fsdp=4) fed the same global batches; the checkpoint both processes wrote restores there."""
 import os
 import socket
 import subprocess
@@ -14,7 +14,7 @@ from flax import traverse_util
 from sem_repa_jax.jobs import _semrepa, finetune
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.training.checkpoint import Checkpointer
-from tests.jobs.semrepa_setup import multihost_config
+from tests.jobs.semrepa_setup import stage2_config
 
 STEPS = 3
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,7 +65,7 @@ def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp
   print(outs[0][-2000:])
 
   # The same job on this process's 8 devices, fed the 2-host global batches.
-  c = multihost_config(records, tmp_path / "single", align_dir, STEPS)
+  c = stage2_config(records, tmp_path / "single", align_dir, STEPS)
   state = finetune.run(c, dataset=_global_batches(c))
   single = _flat(state.params)
   multi = np.load(multi_dir / "params.npz")
