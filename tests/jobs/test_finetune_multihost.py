@@ -62,7 +62,6 @@ def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp
         p.kill()
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
-  print(outs[0][-2000:])
 
   # The same job on this process's 8 devices, fed the 2-host global batches.
   c = stage2_config(records, tmp_path / "single", align_dir, STEPS)
