@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.distributed.coordinator_address = ""
   c.distributed.num_processes = 0     # 0: discovered
   c.distributed.process_id = -1       # -1: discovered
+  c.distributed.local_device_ids = ()  # () = JAX's choice; one process per GPU host: (0, ..., 7)
 
   # Logical axis names used by model code -> mesh axes. Model code never names a mesh axis.
   c.logical_axis_rules = (

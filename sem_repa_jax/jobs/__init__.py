@@ -1,4 +1,5 @@
-"""Jobs: one module per value of `config.job`, each exposing `run(config) -> None`.
+"""Jobs: one module per value of `config.job`, each exposing `run(config)` (finetune returns its final
+train state for callers that drive it directly; the CLI ignores what a job returns).
 
 A job is discovered by its file name, so adding a job is adding a file.
 """

@@ -16,7 +16,9 @@ def initialize_distributed(config) -> None:
   """Joins the multi-host runtime when `config.distributed.initialize` is set.
 
   Empty/zero/negative fields are left to JAX, which discovers them on Cloud TPU and under SLURM
-  (and from JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID elsewhere).
+  (elsewhere the coordinator may also come from JAX_COORDINATOR_ADDRESS). Under SLURM, JAX gives
+  each process the one GPU numbered SLURM_LOCALID unless `local_device_ids` names them: with one
+  process per host, set it to every GPU of the host (docs/training.md).
   """
   d = config.get("distributed")
   if d is None or not d.initialize:
@@ -28,6 +30,8 @@ def initialize_distributed(config) -> None:
     kwargs["num_processes"] = d.num_processes
   if d.process_id >= 0:
     kwargs["process_id"] = d.process_id
+  if d.get("local_device_ids"):
+    kwargs["local_device_ids"] = [int(i) for i in d.local_device_ids]
   jax.distributed.initialize(**kwargs)
   logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -28,3 +28,15 @@ def test_multislice_shape_is_checked():
 def test_distributed_init_is_opt_in():
   mesh_lib.initialize_distributed(toy.config())     # initialize=False: nothing happens
   assert jax.process_count() == 1
+
+
+def test_distributed_fields_reach_jax(monkeypatch):
+  seen = {}
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: seen.update(kw))
+  cfg = toy.config()
+  cfg.distributed.initialize = True
+  cfg.distributed.num_processes = 4
+  cfg.distributed.local_device_ids = (0, 1, 2, 3, 4, 5, 6, 7)
+  mesh_lib.initialize_distributed(cfg)
+  # Unset fields are left for JAX to discover (SLURM, Cloud TPU).
+  assert seen == {"num_processes": 4, "local_device_ids": [0, 1, 2, 3, 4, 5, 6, 7]}
