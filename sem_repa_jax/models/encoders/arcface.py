@@ -131,8 +131,8 @@ class IResNet(nn.Module):
   remat: rematerialization policy of the blocks for gradients w.r.t. the input ('none', 'full',
   'dots', 'dots_no_batch'); the HJB face step differentiates through this network.
   unroll: True unrolls the scanned blocks of each stage into straight-line code (same parameter
-  layout): XLA then schedules and fuses across blocks, which makes inference a few percent faster
-  on CPU, at the price of one compile per block instead of per stage.
+  layout, no while loops). One compile per block instead of per stage; on CPU its speed was within
+  the measurement noise of the scanned version (docs/arcface.md, Speed).
   """
   config: IResNetConfig = IResNetConfig()
   dtype: Any = jnp.float32
