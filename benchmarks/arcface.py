@@ -4,6 +4,11 @@ A random-weight insightface IResNet is built in PyTorch, exported to ONNX as the
 (conv+BN merged), converted with `conversion.arcface`, and all three run the same batch.
 
   python -m benchmarks.arcface [--depth 50] [--batch 16] [--iters 5]
+
+JAX runs at its default matmul precision (nothing here changes it; the tests' 'highest' is set in
+tests/conftest.py only). XLA:CPU flags, if any, come from the XLA_FLAGS environment variable and
+are printed. On a shared machine the ratio moves with the load (printed): onnxruntime's spinning
+thread pool loses more than XLA's when the cores are oversubscribed, so compare runs at similar load.
 """
 import argparse
 import os
@@ -106,6 +111,7 @@ def main(argv=None):
         conv_arcface.convert(pth, os.path.join(tmp, "converted_pth")))
 
   apply = jax.jit(module.apply)
+  apply_unrolled = jax.jit(module.clone(unroll=True).apply)
   apply_unfolded = jax.jit(unfolded_module.apply)
   xj = jnp.asarray(x)
   ort_out = sess.run(None, {"input.1": x_nchw})[0]
@@ -121,18 +127,23 @@ def main(argv=None):
   t = _time_round_robin({
       "ort": lambda: sess.run(None, {"input.1": x_nchw}),
       "jax": lambda: apply(variables, xj).block_until_ready(),
+      "jax_r": lambda: apply_unrolled(variables, xj).block_until_ready(),
       "jax_u": lambda: apply_unfolded(unfolded_vars, xj).block_until_ready(),
       "torch": torch_run}, args.iters)
-  t_ort, t_jax, t_jax_u, t_torch = t["ort"], t["jax"], t["jax_u"], t["torch"]
+  t_ort, t_jax, t_jax_r, t_jax_u, t_torch = t["ort"], t["jax"], t["jax_r"], t["jax_u"], t["torch"]
   b = args.batch
   print(f"IResNet-{args.depth}, batch {b}, 112x112, CPU ({os.cpu_count()} cores), "
         f"jax {jax.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}")
+  print(f"load average {os.getloadavg()[0]:.1f}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+        f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision}")
   print(f"max |jax - onnxruntime| {err:.2e} (merged BN); max |jax - torch| {err_pth:.2e} (.pth)")
   print(f"onnxruntime          {b / t_ort:8.1f} faces/s  ({t_ort * 1e3:.0f} ms/batch)")
   print(f"jax (merged BN)      {b / t_jax:8.1f} faces/s  ({t_jax * 1e3:.0f} ms/batch)")
+  print(f"jax (merged, unroll) {b / t_jax_r:8.1f} faces/s  ({t_jax_r * 1e3:.0f} ms/batch)")
   print(f"jax (.pth, BN nodes) {b / t_jax_u:8.1f} faces/s  ({t_jax_u * 1e3:.0f} ms/batch)")
   print(f"torch eager          {b / t_torch:8.1f} faces/s  ({t_torch * 1e3:.0f} ms/batch)")
-  print(f"ratio jax/onnxruntime {t_ort / t_jax:.2f}x   jax/torch {t_torch / t_jax:.2f}x")
+  print(f"ratio jax/onnxruntime {t_ort / t_jax:.2f}x (unrolled {t_ort / t_jax_r:.2f}x, .pth "
+        f"{t_ort / t_jax_u:.2f}x)   jax/torch {t_torch / t_jax:.2f}x")
 
 
 if __name__ == "__main__":

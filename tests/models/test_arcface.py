@@ -15,7 +15,7 @@ from conversion.__main__ import main as conversion_main
 from conversion.mapping import ConversionError
 from conversion.safetensors_io import CheckpointError
 from sem_repa_jax.models import load_pretrained
-from sem_repa_jax.models.encoders.arcface import fold_batchnorm
+from sem_repa_jax.models.encoders.arcface import IResNet, IResNetConfig, fold_batchnorm
 
 LAYERS, WIDTHS, FEATURES, SIZE = (1, 2, 1, 2), (8, 16, 16, 32), 16, 32
 
@@ -204,3 +204,17 @@ def test_onnx_strictness(reference, tmp_path):
   arrays, cfg = conv_arcface.load_arrays(str(tmp_path / "partial.pth"))
   with pytest.raises(ConversionError, match="layer2_rest/conv2/conv/kernel"):
     conv_arcface.convert_arrays(arrays, cfg, "partial.pth")
+
+
+def test_unrolled_blocks_same_function():
+  # Unrolling keeps the stacked parameter layout of the scan and computes the same function.
+  cfg = IResNetConfig(layers=(1, 3, 1, 1), widths=(8, 8, 16, 16), num_features=8, input_size=16)
+  faces = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 16, 3), minval=-1.0, maxval=1.0)
+  # Random values into the abstract tree: compiling `init` would cost more than the test itself.
+  rng = np.random.default_rng(0)
+  shapes = jax.eval_shape(IResNet(cfg).init, jax.random.PRNGKey(0), faces)
+  variables = jax.tree_util.tree_map(
+      lambda a: jnp.asarray(rng.uniform(0.5, 1.0, a.shape) * 0.3, a.dtype), shapes)
+  want = jax.jit(IResNet(cfg).apply)(variables, faces)
+  got = jax.jit(IResNet(cfg, unroll=True).apply)(variables, faces)
+  assert float(jnp.max(jnp.abs(got - want))) <= 1e-5 * max(1.0, float(jnp.max(jnp.abs(want))))

@@ -130,11 +130,15 @@ class IResNet(nn.Module):
 
   remat: rematerialization policy of the blocks for gradients w.r.t. the input ('none', 'full',
   'dots', 'dots_no_batch'); the HJB face step differentiates through this network.
+  unroll: True unrolls the scanned blocks of each stage into straight-line code (same parameter
+  layout, no while loops). One compile per block instead of per stage; on CPU its speed was within
+  the measurement noise of the scanned version (docs/arcface.md, Speed).
   """
   config: IResNetConfig = IResNetConfig()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: str = "none"
+  unroll: bool = False
 
   def _block_cls(self):
     if self.remat == "none":
@@ -164,6 +168,7 @@ class IResNet(nn.Module):
         # The identical blocks after the first of a stage are scanned: one compile per stage.
         rest = nn.scan(block, variable_axes={"params": 0, "batch_stats": 0},
                        split_rngs={"params": True}, length=n - 1,
+                       unroll=n - 1 if self.unroll else 1,
                        metadata_params={nn.PARTITION_NAME: "layers"})
         x, _ = rest(width, 1, False, name=f"layer{i + 1}_rest", **kw)(x, None)
     x = _bn(self, "bn2")(x)
@@ -177,14 +182,14 @@ class IResNet(nn.Module):
 
 
 def build_iresnet(config: dict, dtype: str = "float32", param_dtype: str = "float32",
-                  remat: str = "none") -> IResNet:
+                  remat: str = "none", unroll: bool = False) -> IResNet:
   """JSON-friendly factory (the converter's config.json names it)."""
   cfg = dict(config)
   for k in ("layers", "widths"):
     if k in cfg:
       cfg[k] = tuple(int(v) for v in cfg[k])
   return IResNet(IResNetConfig(**cfg), dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
-                 remat=remat)
+                 remat=remat, unroll=bool(unroll))
 
 
 def config_to_json(config: IResNetConfig) -> dict:
