@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler = "ddim"              # 'ddim' | 'dpm'
   c.snr_shift_scale = 1.0         # CogVideoX-2b: 3.0
   c.timestep_spacing = "trailing"
+  # What the transformer's output is: CogVideoX 'v_prediction'; 'sample' for a backbone fine-tuned
+  # with --config.diffusion.prediction_type=sample (configs/semrepa.py).
+  c.prediction_type = "v_prediction"
   # Read from the converted VAE / transformer configs when 0 / empty.
   c.vae_scaling_factor = 0.0
   c.num_windows = 1               # > 1: sliding-window long video (docs/sampling.md)

@@ -44,6 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.snr_shift_scale = 1.0     # 3.0 for CogVideoX-2b, 1.0 for 5b / 5b-I2V / 1.5
   c.diffusion.num_train_timesteps = 1000
+  # What the backbone outputs: 'v_prediction' (CogVideoX; keep it when fine-tuning pretrained
+  # weights) or 'sample' (x0; for a backbone trained from scratch whose width is below its patch
+  # tokens' size, e.g. the demo's, see docs/demo.md). L_t is the v-MSE either way.
+  c.diffusion.prediction_type = "v_prediction"
 
   c.align = ml_collections.ConfigDict()
   c.align.num_steps = 200

@@ -4,6 +4,7 @@ import math
 import ml_collections
 
 from sem_repa_jax import jobs
+from sem_repa_jax.diffusion.schedules import PREDICTION_TYPES
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,10 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     if (name.endswith("steps") or name.startswith("num_")) and isinstance(value, (int, float)) \
         and not isinstance(value, bool) and value < 0:
       raise ConfigError(f"config.{path} = {value}: expected a non-negative number")
+  prediction = config.get("diffusion", {}).get("prediction_type", None) \
+      or config.get("prediction_type", None)
+  if prediction is not None and prediction not in PREDICTION_TYPES:
+    raise ConfigError(f"prediction_type {prediction!r}: expected one of {', '.join(PREDICTION_TYPES)}")
   if not str(config.workdir):
     raise ConfigError("config.workdir is empty: every job needs a directory to write into")
   check_mesh_shape(config.mesh.shape, config.mesh.axes, device_count)

@@ -116,6 +116,26 @@ def eps_to_v(alphas_cumprod, x_t, eps, t):
   return (eps - (1 - ab) ** 0.5 * x_t) / ab ** 0.5
 
 
+PREDICTION_TYPES = ("v_prediction", "sample", "epsilon")   # diffusers' names
+
+
+def prediction_to_v(alphas_cumprod, x_t, output, t, prediction_type: str = "v_prediction"):
+  """A network's output read as `prediction_type`, returned as the velocity v it implies.
+
+  CogVideoX predicts v. 'sample' (x0) prediction keeps noise out of the clean-latent estimate of a
+  network narrower than its patch tokens (JiT, Li & He 2025): a v or epsilon network must
+  reproduce the noise exactly, and what it cannot reproduce stays in z0_hat. Samplers and losses
+  work on v, so a model trained with either reads the same downstream.
+  """
+  if prediction_type == "v_prediction":
+    return output
+  if prediction_type == "sample":
+    return x0_to_v(alphas_cumprod, x_t, output, t)
+  if prediction_type == "epsilon":
+    return eps_to_v(alphas_cumprod, x_t, output, t)
+  raise ValueError(f"prediction_type {prediction_type!r}: expected one of {PREDICTION_TYPES}")
+
+
 # --- continuous sigmas (EDM; Stable Video Diffusion, StableAnimator) ------------------------------
 
 def karras_sigmas(num_inference_steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0,

@@ -78,7 +78,8 @@ def sample(config, cfgs) -> bool:
   facts = i2v.ModelFacts(latent_channels=cfgs["finetune"].model.latent_channels,
                          vae_scaling_factor=codec.scaling_factor,
                          spatial_compression=d.codec_spatial_factor,
-                         temporal_compression=config.model.temporal_compression)
+                         temporal_compression=config.model.temporal_compression,
+                         prediction_type=config.diffusion.prediction_type)
   settings = i2v.SamplingSettings(
       height=d.height, width=d.width, num_frames=d.num_frames, num_inference_steps=d.sample_steps,
       guidance_scale=d.guidance_scale, sampler=d.sampler,
@@ -90,7 +91,8 @@ def sample(config, cfgs) -> bool:
   for name, label in MODELS:
     if name not in cfgs or not (name == "finetune" or d.baseline):
       continue
-    _, variables = _semrepa.restore_variables(cfgs[name].workdir)
+    _, variables = _semrepa.restore_variables(cfgs[name].workdir,
+                                              ema=cfgs[name].optimizer.ema_decay > 0)
     module, tvars = _transformer(cfgs[name], variables)
     if pipe is None:
       pipe = i2v.CogVideoXImageToVideo(module, tvars, codec, {}, facts=facts,

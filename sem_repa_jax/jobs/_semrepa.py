@@ -197,9 +197,11 @@ def latest_step(workdir: str) -> int | None:
   return checkpoint.Checkpointer(workdir).latest_step()
 
 
-def restore_variables(workdir: str, step: int | None = None) -> tuple[int, dict]:
+def restore_variables(workdir: str, step: int | None = None, ema: bool = False) -> tuple[int, dict]:
   """(step, variables) of a stage's checkpoint: trained and frozen parts merged into one tree for
-  `SemanticREPA.apply`, as host numpy arrays (for evaluation and sampling after training)."""
+  `SemanticREPA.apply`, as host numpy arrays (for evaluation and sampling after training). With
+  `ema`, the trained part is the exponential moving average (a stage run with
+  optimizer.ema_decay > 0); asking for it from a checkpoint without one is an error."""
   import orbax.checkpoint as ocp
   from sem_repa_jax.training.train_state import merge
   step = latest_step(workdir) if step is None else step
@@ -207,4 +209,10 @@ def restore_variables(workdir: str, step: int | None = None) -> tuple[int, dict]
     raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train the stage first")
   mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
   state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  return step, jax.device_get(merge(state["params"], state["frozen"] or {}))
+  trained = state["params"]
+  if ema:
+    if not state.get("ema"):
+      raise ValueError(f"{workdir}/checkpoints/{step} holds no EMA of the parameters: train the "
+                       "stage with optimizer.ema_decay > 0 or sample the raw parameters")
+    trained = state["ema"]
+  return step, jax.device_get(merge(trained, state["frozen"] or {}))

@@ -1,5 +1,6 @@
 """Job 'finetune': SemanticREPA stage 2. Fine-tunes the CogVideoX transformer with
-L_t + lambda_S L_S + lambda_ID L_ID (v-prediction; L_S and L_ID through the frozen alignment
+L_t + lambda_S L_S + lambda_ID L_ID (v-prediction, or the network's output read as x0 or eps and
+converted to v: config.diffusion.prediction_type; L_S and L_ID through the frozen alignment
 modules of stage 1 on the predicted clean latents), with CogVideoX image-to-video conditioning:
 the cached noise-augmented first-frame latents, zero-padded over the remaining latent frames and
 concatenated on channels, dropped with probability image_dropout; text embeddings (when cached)
@@ -39,6 +40,7 @@ def make_loss_fn(model, config, alphas_cumprod):
   ofs = model.backbone.ofs_embed_dim
   tc = config.model.temporal_compression
   num_t = len(alphas_cumprod)
+  prediction = config.diffusion.get("prediction_type", "v_prediction")
 
   def loss_fn(variables, batch, rng):
     z0, d0 = batch["video_latents"], batch["depth_latents"]
@@ -55,8 +57,9 @@ def make_loss_fn(model, config, alphas_cumprod):
     if text is not None:
       keep = jax.random.uniform(k_txt, (b,)) >= f.text_dropout
       text = jnp.where(keep[:, None, None], text, 0.0)
-    v_hat = model.apply(variables, x, text, t, jnp.full((1,), 2.0) if ofs else None,
-                        method=model.denoise)
+    out = model.apply(variables, x, text, t, jnp.full((1,), 2.0) if ofs else None,
+                      method=model.denoise)
+    v_hat = schedules.prediction_to_v(alphas_cumprod, z_t, out, t, prediction)
     _, mask = pool_face_embeddings(batch["face_embeds"], batch["face_present"], tc)
     return finetune_losses(
         v_hat, z_t, z0, d0, eps, t, mask,

@@ -45,7 +45,8 @@ def model_facts(transformer_dir: str, vae_dir: str, config) -> i2v.ModelFacts:
       invert_scale_latents=bool(_find(v, "invert_scale_latents") or False),
       patch_size_t=_find(t, "patch_size_t"), use_ofs=_find(t, "ofs_embed_dim") is not None,
       spatial_compression=2 ** (len(blocks) - 1) if blocks else 8,
-      temporal_compression=int(_find(v, "temporal_compression_ratio") or 4))
+      temporal_compression=int(_find(v, "temporal_compression_ratio") or 4),
+      prediction_type=config.prediction_type)
 
 
 def load_prompt_embeds(path: str, negative_path: str = ""):

@@ -40,6 +40,7 @@ class ModelFacts:
   use_ofs: bool = False                # 1.5-I2V: the ofs embedding, called with 2.0
   spatial_compression: int = 8
   temporal_compression: int = 4
+  prediction_type: str = "v_prediction"  # what the transformer outputs (schedules.PREDICTION_TYPES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +130,8 @@ class CogVideoXImageToVideo:
 
   # --- stage 3: the compiled sampling loop ---------------------------------------------------------
   def _latents(self, transformer_variables, vae_variables, pixels, text, latents, image_noise,
-               timesteps, coefficients, scales, key, *, method, do_cfg, num_frames):
+               timesteps, coefficients, scales, alphas_cumprod, key, *, method, do_cfg,
+               num_frames):
     k_lat, k_img, k_loop = jax.random.split(key, 3)
     b, hw = pixels.shape[0], (pixels.shape[1] // self.facts.spatial_compression,
                               pixels.shape[2] // self.facts.spatial_compression)
@@ -155,7 +157,10 @@ class CogVideoXImageToVideo:
       if do_cfg:
         uncond, cond = jnp.split(out, 2, axis=0)
         out = guidance.classifier_free_guidance(uncond, cond, scale)
-      return out
+      # Guidance is linear in the output and v is affine in it at fixed x: combining x0 (or eps)
+      # predictions and converting equals converting and combining.
+      return schedules.prediction_to_v(alphas_cumprod, x, out, jnp.full((x.shape[0],), t),
+                                       self.facts.prediction_type)
 
     x, _ = samplers.sample_loop(denoise, latents, timesteps, coefficients, method=method,
                                 guidance_scales=scales, key=k_loop,
@@ -225,7 +230,9 @@ class CogVideoXImageToVideo:
     try:
       out = self._latents_fn(self.transformer_variables, self.vae_variables, jnp.asarray(pixels),
                              text, latents, image_noise, timesteps, coefficients,
-                             jnp.asarray(scales, jnp.float32), key, method=plan.method,
+                             jnp.asarray(scales, jnp.float32),
+                             schedules.cogvideox_alphas_cumprod(settings.snr_shift_scale)
+                             .astype(np.float32), key, method=plan.method,
                              do_cfg=do_cfg, num_frames=f_lat)
       out = jax.block_until_ready(out)
       jax.effects_barrier()

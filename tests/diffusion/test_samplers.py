@@ -50,6 +50,31 @@ def test_ddim_steps_match_diffusers(snr_shift_scale, steps):
   np.testing.assert_allclose(out, xt.numpy(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("prediction_type", ["sample", "epsilon"])
+def test_other_prediction_types_read_as_v_match_diffusers(prediction_type):
+  """A model output read as x0 or eps, converted to v (schedules.prediction_to_v), steps as
+  diffusers' scheduler configured with that prediction_type steps the raw output."""
+  ref = _reference(CogVideoXDDIMScheduler, 1.0)
+  ref.register_to_config(prediction_type=prediction_type)
+  ref.set_timesteps(5)
+  ab = schedules.cogvideox_alphas_cumprod(1.0)
+  plan = samplers.make_plan("ddim", ab, 5)
+  x = np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+  for i, t in enumerate(ref.timesteps):
+    if prediction_type == "epsilon" and ab[int(t)] == 0:
+      continue    # zero terminal SNR: eps does not determine x0 at t = 999 (nor in diffusers)
+    out = _fake_v_np(x, int(t)).astype(np.float32)
+    prev_ref, x0_ref = ref.step(torch.from_numpy(out), t, torch.from_numpy(x), return_dict=False)
+    v = schedules.prediction_to_v(ab.astype(np.float32), jnp.asarray(x), jnp.asarray(out),
+                                  jnp.full((1,), int(t)), prediction_type)
+    prev, x0 = samplers.ddim_step(jnp.asarray(plan.coefficients[i], jnp.float32), v, jnp.asarray(x))
+    np.testing.assert_allclose(prev, prev_ref.numpy(), rtol=0, atol=5e-6)
+    np.testing.assert_allclose(x0, x0_ref.numpy(), rtol=0, atol=5e-6)
+    x = prev_ref.numpy()
+  with pytest.raises(ValueError, match="expected one of"):
+    schedules.prediction_to_v(ab, jnp.asarray(x), jnp.asarray(x), jnp.zeros((1,), jnp.int32), "x0")
+
+
 @pytest.mark.parametrize("snr_shift_scale,steps", [(1.0, 5), (3.0, 5), (1.0, 50)])
 def test_dpm_steps_match_diffusers_with_the_same_noise(snr_shift_scale, steps):
   ref = _reference(CogVideoXDPMScheduler, snr_shift_scale)

@@ -39,7 +39,8 @@ def models(tmp_path_factory):
   kinds["cogvideox-transformer"].convert(str(root / "src_transformer"), str(root / "transformer"))
   kinds["cogvideox-vae"].convert(str(root / "src_vae"), str(root / "vae"))
   facts = sample_job.model_facts(str(root / "transformer"), str(root / "vae"),
-                                 types.SimpleNamespace(vae_scaling_factor=0.0))
+                                 types.SimpleNamespace(vae_scaling_factor=0.0,
+                                                       prediction_type="v_prediction"))
   assert facts == i2v.ModelFacts(latent_channels=C, vae_scaling_factor=0.7)
   tm, tv = load_pretrained(str(root / "transformer"))
   vm, vv = load_pretrained(str(root / "vae"))
