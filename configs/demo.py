@@ -24,9 +24,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.demo.train_clips = 128         # synthetic training clips (identities drawn among as many)
   c.demo.eval_clips = 3            # held-out clips: other identities (another synthetic seed)
   c.demo.num_frames = 9            # 1 + 4k (the codec's causal frame grouping): 9 -> 3 latent frames
-  c.demo.height = 32               # pixels; multiples of codec_spatial_factor (latents 16 x 24)
-  c.demo.width = 48
-  c.demo.fps = 8.0
+  # Portrait, as human-animation video is: the figure fills the frame height (a landscape frame of
+  # the same area shows it at two thirds the size), and 4 fps spreads the 9 frames over 2 s of
+  # motion, so limbs move by several pixels from frame to frame.
+  c.demo.height = 48               # pixels; multiples of codec_spatial_factor (latents 24 x 16)
+  c.demo.width = 32
+  c.demo.fps = 4.0
   c.demo.codec_spatial_factor = 2  # space-to-depth factor: 4 * p * p * 3 = 48 latent channels
   # Also fine-tune with lambda_S = lambda_ID = 0 (plain fine-tuning) and compare: a second stage 2,
   # about as long again as the first, so off by default to keep the demo within ~6 CPU minutes.
@@ -44,10 +47,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.backbone.num_attention_heads = 4
   c.model.backbone.attention_head_dim = 48
 
+  # The backbone outputs x0, read as v for L_t, the alignment losses and the sampler (docs/demo.md):
+  # its tokens carry 2x2 patches of 96 input channels (384 values) in 192 dims, too narrow to
+  # reproduce the noise a v-prediction contains; with v, that noise stayed in the samples.
+  c.diffusion.prediction_type = "sample"
+
   c.data.batch_size = 2
   c.align.num_steps = 400
   c.finetune.num_steps = 3000
-  c.optimizer.learning_rate = 1e-3
+  c.optimizer.learning_rate = 3e-3
+  c.optimizer.ema_decay = 0.999    # samples use the EMA weights
   c.optimizer.schedule = "warmup_cosine"   # decay_steps = each stage's num_steps (set by the job)
   c.optimizer.warmup_steps = 20
   c.optimizer.end_lr_ratio = 0.1

@@ -160,6 +160,14 @@ def score(config, recs, latents, video, truth, sam, idm, codec) -> tuple[dict, n
 
 def _notes(config, cfgs) -> str:
   d, f = config.demo, config.finetune
+  pred = config.diffusion.prediction_type
+  pred = ("" if pred == "v_prediction" else
+          f" The backbone's output is read as {'x0' if pred == 'sample' else 'eps'} "
+          f"(diffusion.prediction_type = '{pred}') and converted to v for every loss and for the "
+          "sampler; CogVideoX itself predicts v, but a network narrower than its patch tokens "
+          "cannot reproduce the noise that v contains, and what it misses stays in the samples.")
+  ema = (f" Samples use the EMA of the weights (decay {config.optimizer.ema_decay:g})."
+         if config.optimizer.ema_decay > 0 else "")
   baseline = (f"- {MODELS[1][1]}: the same stage 2 (same data, steps, noise) with lambda_S = "
               "lambda_ID = 0, i.e. the CogVideoX I2V loss alone." if d.baseline else
               "- (the plain fine-tuning baseline is off: demo.baseline = False)")
@@ -170,7 +178,8 @@ def _notes(config, cfgs) -> str:
 - Stage 1 ({config.align.num_steps} steps): the Structure Alignment Module learns video latents -> \
 depth latents and the ID Alignment Module learns (video, depth) latents -> identity embedding.
 - Stage 2 ({f.num_steps} steps): the CogVideoX image-to-video transformer trains with \
-L_t + {f.lambda_structure:g} L_S + {f.lambda_id:g} L_ID through the frozen stage-1 modules.
+L_t + {f.lambda_structure:g} L_S + {f.lambda_id:g} L_ID through the frozen stage-1 modules.\
+{pred}{ema}
 {baseline}
 - Samples: {d.sample_steps} {d.sampler.upper()} steps from the real first frame of each held-out \
 clip, the same initial noise for every model. "{STATIC}" is no model at all: a reference PSNR/SSIM \

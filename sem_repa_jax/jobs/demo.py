@@ -41,7 +41,7 @@ def stage_configs(config) -> dict:
     a.workdir = os.path.join(w, "annotations", split)
     a.seed, a.progress_bar = config.seed, config.progress_bar
     a.data.root = os.path.join(w, "data", split)
-    a.data.synthetic_clips = 0          # rendered by this job (landscape only, own split seeds)
+    a.data.synthetic_clips = 0          # rendered by this job (all at the demo size, own split seeds)
     a.data.num_frames, a.data.fps = d.num_frames, d.fps
     a.data.height = a.data.synthetic_height = d.height
     a.data.width = a.data.synthetic_width = d.width
