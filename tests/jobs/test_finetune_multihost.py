@@ -2,9 +2,6 @@
 inside each), each reading its own shard of the records, equals stage 2 on one 8-device process
 (data=2 x fsdp=4) fed the same global batches; the checkpoint both processes wrote restores there."""
 import os
-import socket
-import subprocess
-import sys
 
 import grain
 import jax
@@ -15,16 +12,9 @@ from sem_repa_jax.jobs import _semrepa, finetune
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.training.checkpoint import Checkpointer
 from tests.jobs.semrepa_setup import stage2_config
+from tests.processes import free_port, run_workers
 
 STEPS = 3
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
 
 def _global_batches(config, num_processes=2):
   """The global batches of a run on `num_processes` hosts: each step, host 0's batch of its shard
@@ -46,22 +36,9 @@ def _flat(tree):
 def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp_path):
   align_dir = os.path.join(stage1, _semrepa.ALIGNMENT_DIRNAME)
   multi_dir = tmp_path / "multi"
-  port = _free_port()
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-  env["PYTHONPATH"] = ROOT
-  worker = os.path.join(ROOT, "tests", "jobs", "finetune_multihost_worker.py")
-  procs = [subprocess.Popen([sys.executable, worker, str(i), str(port), str(multi_dir), records,
-                             align_dir, str(STEPS)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=240)[0].decode() for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  port = free_port()
+  run_workers("tests/jobs/finetune_multihost_worker.py",
+              lambda i: (i, port, multi_dir, records, align_dir, STEPS))
 
   # The same job on this process's 8 devices, fed the 2-host global batches.
   c = stage2_config(records, tmp_path / "single", align_dir, STEPS)

@@ -1,23 +1,14 @@
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 
 from sem_repa_jax.training import loop
 from sem_repa_jax.training.checkpoint import Checkpointer
+from tests.processes import free_port, run_workers
 from tests.training import toy
 
 STEPS = 3    # as multihost_worker.STEPS (not imported: it sets up a 4-device process)
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 class Concat:
@@ -32,21 +23,8 @@ class Concat:
 
 
 def test_two_processes_match_one_process_with_eight_devices(tmp_path):
-  port = _free_port()
-  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
-  env["PYTHONPATH"] = ROOT
-  worker = os.path.join(ROOT, "tests", "training", "multihost_worker.py")
-  procs = [subprocess.Popen([sys.executable, worker, str(i), str(port), str(tmp_path), str(STEPS)], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for i in range(2)]
-  try:
-    outs = [p.communicate(timeout=150)[0].decode() for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, out in zip(procs, outs):
-    assert p.returncode == 0, out[-3000:]
+  port = free_port()
+  run_workers("tests/training/multihost_worker.py", lambda i: (i, port, tmp_path, STEPS))
 
   # The same job on this process's 8 devices, fed the concatenated batches.
   cfg = toy.config((2, 4, 1), tmp_path / "single")
