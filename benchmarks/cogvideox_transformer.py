@@ -10,7 +10,6 @@ timed region on both sides (the pipeline precomputes them; JAX folds them into t
 """
 import argparse
 import dataclasses
-import os
 import statistics
 import time
 

@@ -339,7 +339,7 @@ def _peek_conv2_stride(g, bn_node):
   for op in ("Conv", "PRelu", "Conv"):
     nxt = [n for n in g.consumers.get(g.name(t), []) if n.op_type in (op, "BatchNormalization")]
     if not nxt:
-      raise g.error(bn_node, f"is not followed by the IBasicBlock conv/BN/PReLU/conv chain")
+      raise g.error(bn_node, "is not followed by the IBasicBlock conv/BN/PReLU/conv chain")
     node = nxt[0]
     if node.op_type == "BatchNormalization":   # the BN after a conv in unfolded graphs
       node = g.next(node.output[0], {op}, "block")

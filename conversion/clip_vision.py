@@ -17,15 +17,6 @@ FACTORY = "sem_repa_jax.models.encoders.clip:build_clip_vision"
 _POSITION_IDS = "vision_model.embeddings.position_ids"
 
 
-def _split(x, axis: int, parts: tuple):
-  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
-  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
-  axis = axis % x.ndim
-  if x.shape[axis] != int(np.prod(parts)):
-    return x
-  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
-
-
 def rules(cfg) -> list:
   d, h = cfg.hidden_size, cfg.num_attention_heads
   hd = d // h
@@ -38,11 +29,11 @@ def rules(cfg) -> list:
       Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.weight", r"params/\1/scale"),
       Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.bias", r"params/\1/bias"),
       Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.weight", r"params/layers/\2/kernel",
-           lambda w: _split(w.T, -1, (h, hd)), stack=1),
+           lambda w: mapping.split_axis(w.T, -1, (h, hd)), stack=1),
       Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.bias", r"params/layers/\2/bias",
-           lambda b: _split(b, 0, (h, hd)), stack=1),
+           lambda b: mapping.split_axis(b, 0, (h, hd)), stack=1),
       Rule(layer + r"\.self_attn\.out_proj\.weight", "params/layers/out_proj/kernel",
-           lambda w: _split(w.T, 0, (h, hd)), stack=1),
+           lambda w: mapping.split_axis(w.T, 0, (h, hd)), stack=1),
       Rule(layer + r"\.self_attn\.out_proj\.bias", "params/layers/out_proj/bias", stack=1),
       Rule(layer + r"\.(layer_norm1|layer_norm2)\.weight", r"params/layers/\2/scale", stack=1),
       Rule(layer + r"\.(layer_norm1|layer_norm2)\.bias", r"params/layers/\2/bias", stack=1),
@@ -53,24 +44,14 @@ def rules(cfg) -> list:
   ]
 
 
-class _WithoutPositionIds:
-  def __init__(self, ckpt, src):
-    self.ckpt = ckpt
-    self.names = [n for n in ckpt.keys() if n != _POSITION_IDS]
-    if _POSITION_IDS in ckpt.keys():
-      ids = np.asarray(ckpt.get(_POSITION_IDS)).reshape(-1)
-      if not np.array_equal(ids, np.arange(ids.size)):
-        raise ConversionError(src, [f"{_POSITION_IDS} is not 0..{ids.size - 1}; this model does "
-                                    "not support permuted positions"])
-
-  def keys(self):
-    return self.names
-
-  def shape(self, name):
-    return self.ckpt.shape(name)
-
-  def get(self, name):
-    return self.ckpt.get(name)
+def _without_position_ids(ckpt, src):
+  """The checkpoint without its position-id buffer, which must be the identity 0..n-1."""
+  if _POSITION_IDS in ckpt.keys():
+    ids = np.asarray(ckpt.get(_POSITION_IDS)).reshape(-1)
+    if not np.array_equal(ids, np.arange(ids.size)):
+      raise ConversionError(src, [f"{_POSITION_IDS} is not 0..{ids.size - 1}; this model does "
+                                  "not support permuted positions"])
+  return mapping.SubsetSource(ckpt, [n for n in ckpt.keys() if n != _POSITION_IDS])
 
 
 def target_shapes(module) -> dict:
@@ -95,7 +76,7 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
                    "dtype": dtype, "param_dtype": dtype}
   module = clip.build_clip_vision(**module_kwargs)
   ckpt = SafetensorsCheckpoint(src)
-  flat = mapping.convert(_WithoutPositionIds(ckpt, src), rules(cfg), target_shapes(module),
+  flat = mapping.convert(_without_position_ids(ckpt, src), rules(cfg), target_shapes(module),
                          np_dtype, src_name=src)
   return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
                         flat_variables=flat, source=src)

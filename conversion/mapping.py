@@ -49,7 +49,32 @@ class DictSource:
     return np.asarray(self.arrays[name])
 
 
+class SubsetSource:
+  """A Source showing only `names` of another (tensors a converter has checked and set aside)."""
+
+  def __init__(self, source, names):
+    self.source, self.names = source, list(names)
+
+  def keys(self):
+    return self.names
+
+  def shape(self, name):
+    return self.source.shape(name)
+
+  def get(self, name):
+    return self.source.get(name)
+
+
 # Transforms from PyTorch layouts to Flax layouts.
+def split_axis(x, axis: int, parts: tuple):
+  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
+  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
+  axis = axis % x.ndim
+  if x.shape[axis] != int(np.prod(parts)):
+    return x
+  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
+
+
 def identity(x):
   return x
 

@@ -18,19 +18,10 @@ FACTORY = "sem_repa_jax.models.encoders.t5:build_t5_encoder"
 _IGNORED_PREFIXES = ("decoder.", "lm_head.")
 
 
-def _split(x, axis: int, parts: tuple):
-  """Splits one axis of x into `parts` (e.g. heads*head_dim -> heads, head_dim) when the size
-  agrees; otherwise returns x unchanged so that the converter's shape check reports it."""
-  axis = axis % x.ndim
-  if x.shape[axis] != int(np.prod(parts)):
-    return x
-  return x.reshape(x.shape[:axis] + tuple(parts) + x.shape[axis + 1:])
-
-
 def rules(cfg) -> list:
-  h, d, e = cfg.num_heads, cfg.d_kv, cfg.d_model
-  to_heads = lambda w: _split(w.T, -1, (h, d))     # Linear (H*D, E) -> (E, H, D)
-  from_heads = lambda w: _split(w.T, 0, (h, d))   # Linear (E, H*D) -> (H, D, E)
+  h, d = cfg.num_heads, cfg.d_kv
+  to_heads = lambda w: mapping.split_axis(w.T, -1, (h, d))     # Linear (H*D, E) -> (E, H, D)
+  from_heads = lambda w: mapping.split_axis(w.T, 0, (h, d))   # Linear (E, H*D) -> (H, D, E)
   layer = r"encoder\.block\.(\d+)\.layer"
   ff = "wi_0|wi_1|wo" if cfg.is_gated_act else "wi|wo"
   return [
@@ -48,30 +39,18 @@ def rules(cfg) -> list:
   ]
 
 
-class _EncoderView:
+def _encoder_view(ckpt, src):
   """The checkpoint as T5EncoderModel sees it: one embedding, no decoder."""
-
-  def __init__(self, ckpt, src):
-    self.ckpt = ckpt
-    names = [n for n in ckpt.keys() if not n.startswith(_IGNORED_PREFIXES)]
-    tied = [n for n in ("shared.weight", "encoder.embed_tokens.weight") if n in names]
-    if len(tied) == 2:
-      a, b = ckpt.get(tied[0]), ckpt.get(tied[1])
-      if a.shape != b.shape or not np.array_equal(a, b):
-        raise ConversionError(src, [
-            "shared.weight and encoder.embed_tokens.weight differ; T5EncoderModel ties them, "
-            "so a checkpoint that holds both must hold the same table"])
-      names.remove("encoder.embed_tokens.weight")
-    self.names = names
-
-  def keys(self):
-    return self.names
-
-  def shape(self, name):
-    return self.ckpt.shape(name)
-
-  def get(self, name):
-    return self.ckpt.get(name)
+  names = [n for n in ckpt.keys() if not n.startswith(_IGNORED_PREFIXES)]
+  tied = [n for n in ("shared.weight", "encoder.embed_tokens.weight") if n in names]
+  if len(tied) == 2:
+    a, b = ckpt.get(tied[0]), ckpt.get(tied[1])
+    if a.shape != b.shape or not np.array_equal(a, b):
+      raise ConversionError(src, [
+          "shared.weight and encoder.embed_tokens.weight differ; T5EncoderModel ties them, "
+          "so a checkpoint that holds both must hold the same table"])
+    names.remove("encoder.embed_tokens.weight")
+  return mapping.SubsetSource(ckpt, names)
 
 
 def target_shapes(module) -> dict:
@@ -94,7 +73,7 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
                    "dtype": dtype, "param_dtype": dtype}
   module = t5.build_t5_encoder(**module_kwargs)
   ckpt = SafetensorsCheckpoint(src)
-  flat = mapping.convert(_EncoderView(ckpt, src), rules(cfg), target_shapes(module), np_dtype,
+  flat = mapping.convert(_encoder_view(ckpt, src), rules(cfg), target_shapes(module), np_dtype,
                          src_name=src)
   return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
                         flat_variables=flat, source=src)

@@ -1,9 +1,8 @@
 """Entry point: `python -m sem_repa_jax.main --config configs/X.py [--config.a.b=v ...]`."""
-import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",

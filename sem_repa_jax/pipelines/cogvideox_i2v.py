@@ -21,7 +21,7 @@ dtype after every step; in float32 the two agree).
 frame of the previous one (docs/sampling.md).
 """
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 import jax
 import jax.numpy as jnp

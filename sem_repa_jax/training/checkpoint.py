@@ -10,7 +10,6 @@ import json
 import os
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 from absl import logging
 

@@ -4,7 +4,6 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from sem_repa_jax.training import sharding
 from sem_repa_jax.training.checkpoint import Checkpointer

@@ -9,7 +9,6 @@ exactly unchanged.
 from typing import Any, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from sem_repa_jax.nn.attention import dot_product_attention

@@ -20,7 +20,7 @@ Two parameter layouts, chosen by `IResNetConfig.folded`:
                 into the conv that follows it (zero padding would see the BN shift) and stays.
 """
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -10,7 +10,6 @@ The warps are JAX, usable inside jit and differentiable w.r.t. the images (and t
 sampling positions are computed from traced values), so they can sit between a VAE decoder and
 ArcFace in a loss.
 """
-import jax
 import jax.numpy as jnp
 import numpy as np
 
