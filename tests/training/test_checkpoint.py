@@ -97,9 +97,13 @@ def test_killed_during_async_save_keeps_previous_step(tmp_path):
   assert r.returncode == -9, r.stderr.decode()[-2000:]
   ckpt = Checkpointer(tmp_path)
   step = ckpt.latest_step()
-  leftovers = [d for d in os.listdir(ckpt.directory) if "tmp" in d]
-  # The kill lands before step 2 is committed (a tmp dir is left) or, rarely, just after.
-  assert (step == 1 and leftovers) or (step == 2 and not leftovers), (step, leftovers)
+  names = os.listdir(ckpt.directory)
+  leftovers = [d for d in names if "tmp" in d]
+  # The kill lands before step 2's write starts (nothing of it left), during it (only a tmp dir
+  # is left, never a step directory) or, rarely, just after its commit (no tmp dir left).
+  assert step in (1, 2), (step, names)
+  assert sorted(d for d in names if d.isdigit()) == [str(s) for s in range(1, step + 1)], names
+  assert step == 1 or not leftovers, (step, leftovers)
   abstract = {"w": jax.ShapeDtypeStruct((2048, 2048), np.float32,
                                         sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))}
   w = np.asarray(ckpt.restore(abstract)["w"])
