@@ -15,22 +15,16 @@ if __name__ == "__main__":   # each host of the simulated cluster sees 4 CPU dev
   sys.modules["torch"] = None   # tensorboardX (metrics) imports torch if it can: seconds, unused
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from jax.experimental import multihost_utils  # noqa: E402
 
 from sem_repa_jax import config_checks  # noqa: E402
 from sem_repa_jax.jobs import finetune  # noqa: E402
 from sem_repa_jax.main import write_resolved_config  # noqa: E402
 from sem_repa_jax.training import mesh as mesh_lib  # noqa: E402
 from tests.jobs.semrepa_setup import stage2_config  # noqa: E402
+from tests.processes import join_cluster, save_gathered_params  # noqa: E402
 
 
 def main(process_id, port, workdir, records, alignment_dir, steps):
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.config.update("jax_default_matmul_precision", "highest")
-  import orbax.checkpoint as ocp   # as tests/training/conftest.py: no per-replica slice compiles
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False), override=True)
   cfg = stage2_config(records, workdir, alignment_dir, steps)
   # fsdp across the two hosts (each holds half of every weight) and data inside each: mesh rows are
   # processes, so the fsdp axis comes first, and the batch is split over fsdp then data to keep
@@ -38,12 +32,8 @@ def main(process_id, port, workdir, records, alignment_dir, steps):
   cfg.mesh.axes = ("fsdp", "data", "tensor")
   cfg.logical_axis_rules = tuple((n, ("fsdp", "data") if n == "batch" else a)
                                  for n, a in cfg.logical_axis_rules)
-  cfg.distributed.initialize = True
-  cfg.distributed.coordinator_address = f"localhost:{port}"
-  cfg.distributed.num_processes = 2
-  cfg.distributed.process_id = process_id
   # What sem_repa_jax.main does before it runs the job.
-  mesh_lib.initialize_distributed(cfg)
+  join_cluster(cfg, process_id, port)
   assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 8, 4)
   config_checks.check_config(cfg, jax.device_count())
   if process_id == 0:
@@ -54,12 +44,7 @@ def main(process_id, port, workdir, records, alignment_dir, steps):
   # Every weight whose width is split is split between the hosts: no host holds all of it.
   embed = state.params["params"]["transformer"]["proj_out"]["kernel"]
   assert embed.sharding.spec[0] == "fsdp" and not embed.is_fully_addressable, embed.sharding
-  params = multihost_utils.process_allgather(state.params, tiled=True)
-  if process_id == 0:
-    flat = {jax.tree_util.keystr(p): np.asarray(x)
-            for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
-    np.savez(os.path.join(workdir, "params.npz"), **flat)
-  jax.distributed.shutdown()
+  save_gathered_params(state.params, workdir)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from sem_repa_jax.jobs import _semrepa, finetune
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.training.checkpoint import Checkpointer
 from tests.jobs.semrepa_setup import stage2_config
-from tests.processes import free_port, run_workers
+from tests.processes import flat_arrays, free_port, run_workers
 
 STEPS = 3
 
@@ -28,11 +28,6 @@ def _global_batches(config, num_processes=2):
   return grain.MapDataset.range(STEPS).map(batch)
 
 
-def _flat(tree):
-  return {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]}
-
-
 def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp_path):
   align_dir = os.path.join(stage1, _semrepa.ALIGNMENT_DIRNAME)
   multi_dir = tmp_path / "multi"
@@ -43,7 +38,7 @@ def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp
   # The same job on this process's 8 devices, fed the 2-host global batches.
   c = stage2_config(records, tmp_path / "single", align_dir, STEPS)
   state = finetune.run(c, dataset=_global_batches(c))
-  single = _flat(state.params)
+  single = flat_arrays(state.params)
   multi = np.load(multi_dir / "params.npz")
   assert set(single) == set(multi.files)
   errors = {k: float(np.max(np.abs(multi[k] - single[k]))) for k in single}
@@ -59,7 +54,7 @@ def test_two_processes_match_one_process_with_eight_devices(records, stage1, tmp
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                           state)
   restored = ckpt.restore(abstract)
-  for k, x in _flat(restored.params).items():
+  for k, x in flat_arrays(restored.params).items():
     np.testing.assert_array_equal(x, multi[k])
   # The frozen alignment modules are exactly stage 1's export.
   _, exported = load_pretrained(align_dir)

@@ -1,11 +1,10 @@
 import os
 
-import jax
 import numpy as np
 
 from sem_repa_jax.training import loop
 from sem_repa_jax.training.checkpoint import Checkpointer
-from tests.processes import free_port, run_workers
+from tests.processes import flat_arrays, free_port, run_workers
 from tests.training import toy
 
 STEPS = 3    # as multihost_worker.STEPS (not imported: it sets up a 4-device process)
@@ -32,8 +31,7 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   state = loop.train(init(), step_fn, Concat(), mesh=mesh, rules=rules, start_step=0,
                      num_steps=STEPS, log_every=STEPS, checkpoint_every=0, progress_bar=False)
   multi = np.load(tmp_path / "params.npz")
-  flat = {jax.tree_util.keystr(p): np.asarray(x)
-          for p, x in jax.tree_util.tree_flatten_with_path(jax.device_get(state.params))[0]}
+  flat = flat_arrays(state.params)
   assert set(flat) == set(multi.files)
   for k in flat:
     np.testing.assert_allclose(multi[k], flat[k], rtol=0, atol=1e-6, err_msg=k)
@@ -44,5 +42,5 @@ def test_two_processes_match_one_process_with_eight_devices(tmp_path):
   data_files = sorted(f for f in os.listdir(os.path.join(ckpt.directory, str(STEPS), "data")) if f.endswith(".json"))
   assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
   restored = ckpt.restore(abstract)
-  for (p, x) in jax.tree_util.tree_flatten_with_path(jax.device_get(restored.params))[0]:
-    np.testing.assert_array_equal(np.asarray(x), multi[jax.tree_util.keystr(p)])
+  for k, x in flat_arrays(restored.params).items():
+    np.testing.assert_array_equal(x, multi[k])
