@@ -3,6 +3,7 @@
 Checkpoints written by older transformers also hold the position_ids buffer; it is checked to be
 0..N-1 and set aside (the model derives positions from the patch grid).
 """
+import dataclasses
 import numpy as np
 
 from conversion import mapping
@@ -72,7 +73,7 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
     cfg = clip.config_from_transformers(hf)
   except (ValueError, TypeError) as e:
     raise ConversionError(src, [f"config.json: {e}"]) from None
-  module_kwargs = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+  module_kwargs = {"config": dataclasses.asdict(cfg),
                    "dtype": dtype, "param_dtype": dtype}
   module = clip.build_clip_vision(**module_kwargs)
   ckpt = SafetensorsCheckpoint(src)

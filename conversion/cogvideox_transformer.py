@@ -3,6 +3,7 @@
 SRC is the `transformer/` folder of a CogVideoX diffusers repository: config.json plus one or more
 *.safetensors (with their index when sharded). Works without torch, bfloat16 sources included.
 """
+import dataclasses
 import os
 
 from conversion import mapping
@@ -90,7 +91,7 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
     config = config_from_diffusers(raw)
   except (TypeError, ValueError) as e:
     raise ValueError(f"{os.path.join(src, 'config.json')}: {e}") from None
-  config_kwargs = {k: getattr(config, k) for k in config.__dataclass_fields__}
+  config_kwargs = dataclasses.asdict(config)
   module_kwargs = {"config": config_kwargs, "dtype": dtype, "param_dtype": dtype}
   module = build(**module_kwargs)
   source = SafetensorsCheckpoint(src)

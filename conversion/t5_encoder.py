@@ -4,6 +4,7 @@ The token embedding is tied: checkpoints hold `shared.weight`, `encoder.embed_to
 (then they must be equal). A full T5 (encoder-decoder) folder also converts: its decoder.* and
 lm_head.* tensors are set aside, as T5EncoderModel.from_pretrained does.
 """
+import dataclasses
 import numpy as np
 
 from conversion import mapping
@@ -69,7 +70,7 @@ def convert(src: str, dst: str, dtype: str = "float32") -> str:
     cfg = t5.config_from_transformers(hf)
   except ValueError as e:
     raise ConversionError(src, [f"config.json: {e}"]) from None
-  module_kwargs = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+  module_kwargs = {"config": dataclasses.asdict(cfg),
                    "dtype": dtype, "param_dtype": dtype}
   module = t5.build_t5_encoder(**module_kwargs)
   ckpt = SafetensorsCheckpoint(src)
