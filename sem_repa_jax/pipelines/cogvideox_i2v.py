@@ -176,12 +176,13 @@ class CogVideoXImageToVideo:
     return self._decode_fn(self.vae_variables, latents)
 
   def plan(self, settings: SamplingSettings):
+    """(sampler plan, per-step guidance scales, the training schedule's alpha-bar table)."""
     ab = schedules.cogvideox_alphas_cumprod(settings.snr_shift_scale)
     plan = samplers.make_plan(settings.sampler, ab, settings.num_inference_steps,
                               timestep_spacing=settings.timestep_spacing)
     scales = guidance.guidance_scales(plan.timesteps, settings.guidance_scale,
                                       use_dynamic_cfg=settings.use_dynamic_cfg)
-    return plan, scales
+    return plan, scales, ab
 
   def __call__(self, image, prompt_embeds, negative_prompt_embeds=None, *, key,
                settings: SamplingSettings = SamplingSettings(), latents=None, image_noise=None,
@@ -224,15 +225,14 @@ class CogVideoXImageToVideo:
       latents = _checked(latents, shape, "latents")
     if image_noise is not None:
       image_noise = _checked(image_noise, (b, 1, h, w, facts.latent_channels), "image_noise")
-    plan, scales = self.plan(settings)
+    plan, scales, ab = self.plan(settings)
     timesteps, coefficients = plan.arrays()
     self.progress.start(plan.num_steps)
     try:
       out = self._latents_fn(self.transformer_variables, self.vae_variables, jnp.asarray(pixels),
                              text, latents, image_noise, timesteps, coefficients,
-                             jnp.asarray(scales, jnp.float32),
-                             schedules.cogvideox_alphas_cumprod(settings.snr_shift_scale)
-                             .astype(np.float32), key, method=plan.method,
+                             jnp.asarray(scales, jnp.float32), ab.astype(np.float32), key,
+                             method=plan.method,
                              do_cfg=do_cfg, num_frames=f_lat)
       out = jax.block_until_ready(out)
       jax.effects_barrier()
