@@ -203,6 +203,21 @@ def compress_time(x):
   return (x[:, 0::2] + x[:, 1::2]) / 2
 
 
+def _per_frame_conv3x3(module, x, features: int, stride: int, padding):
+  """A 3x3 Conv2d applied to every frame of x (B, F, H, W, C), with `module`'s 'kernel' and
+  'bias' parameters (the layout of diffusers' Conv2d in the down/up-sampling blocks)."""
+  cin = x.shape[-1]
+  kernel = _param(module, "kernel", nn.initializers.lecun_normal(), (3, 3, cin, features),
+                  (None, None, "conv_in", "conv_out"), module.param_dtype).astype(module.dtype)
+  bias = _param(module, "bias", nn.initializers.zeros, (features,), ("conv_out",),
+                module.param_dtype).astype(module.dtype)
+  b, f, h, w, _ = x.shape
+  y = jax.lax.conv_general_dilated(x.reshape(b * f, h, w, cin).astype(module.dtype), kernel,
+                                   (stride, stride), padding,
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return (y + bias).reshape(b, f, *y.shape[1:])
+
+
 class Downsample3D(nn.Module):
   """CogVideoXDownsample3D: optional time pooling, pad (0,1,0,1), Conv2d k3 s2 per frame."""
   features: int
@@ -212,18 +227,9 @@ class Downsample3D(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    cin = x.shape[-1]
-    kernel = _param(self, "kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features),
-                    (None, None, "conv_in", "conv_out"), self.param_dtype).astype(self.dtype)
-    bias = _param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
-                  self.param_dtype).astype(self.dtype)
     if self.compress_time:
       x = compress_time(x)
-    b, f, h, w, _ = x.shape
-    y = jax.lax.conv_general_dilated(x.reshape(b * f, h, w, cin).astype(self.dtype), kernel,
-                                     (2, 2), [(0, 1), (0, 1)],
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return (y + bias).reshape(b, f, *y.shape[1:])
+    return _per_frame_conv3x3(self, x, self.features, 2, [(0, 1), (0, 1)])
 
 
 def upsample_nearest(x, compress_time: bool):
@@ -247,16 +253,8 @@ class Upsample3D(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    cin = x.shape[-1]
-    kernel = _param(self, "kernel", nn.initializers.lecun_normal(), (3, 3, cin, self.features),
-                    (None, None, "conv_in", "conv_out"), self.param_dtype).astype(self.dtype)
-    bias = _param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
-                  self.param_dtype).astype(self.dtype)
     x = upsample_nearest(x.astype(self.dtype), self.compress_time)
-    b, f, h, w, _ = x.shape
-    y = jax.lax.conv_general_dilated(x.reshape(b * f, h, w, cin), kernel, (1, 1),
-                                     [(1, 1), (1, 1)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    y = (y + bias).reshape(b, f, *y.shape[1:])
+    y = _per_frame_conv3x3(self, x, self.features, 1, [(1, 1), (1, 1)])
     return nn.with_logical_constraint(y, VIDEO_AXES)
 
 
