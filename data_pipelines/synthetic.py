@@ -20,6 +20,9 @@ from data_pipelines.layout import ClipEntry, write_manifest
 
 IDENTITY_DIM = 32
 MOTIONS = ("walk", "dance", "wave")
+# The typical walking direction: yaw 1.2 rad, mostly across the frame (to the right), the face
+# still turned enough towards the camera to count as visible.
+WALK_YAW = 1.2
 # COCO-18 (OpenPose) order. "right" is the person's right.
 KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow",
                   "l_wrist", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye",
@@ -74,11 +77,20 @@ def _limb_dir(side, abd, flex):
   return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
 
-def _motion(kind: str, t: np.ndarray, rng: np.random.Generator) -> dict:
-  """Joint angles (radians) and root motion per frame for one motion kind; arrays of len(t)."""
-  f = rng.uniform(0.6, 1.3)
-  amp = rng.uniform(0.8, 1.25)
-  ph = rng.uniform(0, 2 * np.pi)
+def _motion(kind: str, t: np.ndarray, rng: np.random.Generator, variation: float = 1.0) -> dict:
+  """Joint angles (radians) and root motion per frame for one motion kind; arrays of len(t).
+
+  `variation` scales each random draw of the motion (tempo, amplitude, starting phase, walking
+  speed and direction, turning rate) from its typical value (0) to its full range (1). At 0 a
+  clip's motion is fixed by its kind, which the first frame's pose shows (a walker then crosses
+  the frame to the right, half-turned towards the camera): one image determines the video. The
+  draws are made either way, so the rest of the clip is unchanged.
+  """
+  def vary(x, typical):
+    return typical + variation * (x - typical)
+  f = vary(rng.uniform(0.6, 1.3), 0.75)
+  amp = vary(rng.uniform(0.8, 1.25), 1.0)
+  ph = vary(rng.uniform(0, 2 * np.pi), 0.0)
   w = 2 * np.pi * f * t + ph
   z = np.zeros_like(t)
   m = dict(yaw=z + rng.uniform(-0.7, 0.7), twist=z, squat=z, root_x=z, root_z=z, head_yaw=z,
@@ -90,7 +102,8 @@ def _motion(kind: str, t: np.ndarray, rng: np.random.Generator) -> dict:
              r_knee=0.8 * amp * np.maximum(0, -np.cos(w)), l_knee=0.8 * amp * np.maximum(0, np.cos(w)),
              r_flex=-0.6 * amp * s, l_flex=0.6 * amp * s, r_elbow=0.4 + 0.2 * s, l_elbow=0.4 - 0.2 * s,
              squat=0.03 * np.abs(np.cos(w)))
-    speed = rng.uniform(0.2, 0.5)
+    speed = vary(rng.uniform(0.2, 0.5), 0.35)
+    m["yaw"] = vary(m["yaw"], WALK_YAW)
     m["root_x"] = np.sin(m["yaw"]) * speed * (t - t.mean())
     m["root_z"] = np.cos(m["yaw"]) * speed * (t - t.mean())
   elif kind == "dance":
@@ -102,7 +115,7 @@ def _motion(kind: str, t: np.ndarray, rng: np.random.Generator) -> dict:
              head_yaw=0.3 * np.sin(w))
     m["r_knee"] = m["l_knee"] = 2.2 * m["squat"] / 0.12 * 0.4
     m["r_hip"] = m["l_hip"] = m["r_knee"] * 0.5
-    m["yaw"] = m["yaw"] + rng.uniform(-0.6, 0.6) * (t - t.mean())
+    m["yaw"] = m["yaw"] + vary(rng.uniform(-0.6, 0.6), 0.0) * (t - t.mean())
   elif kind == "wave":
     both = rng.random() < 0.4
     m.update(r_abd=z + 2.5 * amp, r_elbow=0.9 + 0.6 * np.sin(2 * w),
@@ -190,20 +203,23 @@ class Clip:
 
 def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float = 8.0,
                 identity_seed: int | None = None, motion: str | None = None,
-                keep_scenes: bool = False) -> Clip:
-  """One clip, fully determined by (seed, identity_seed, sizes, motion)."""
+                keep_scenes: bool = False, motion_variation: float = 1.0) -> Clip:
+  """One clip, fully determined by (seed, identity_seed, sizes, motion, motion_variation).
+
+  `motion_variation` (see `_motion`) also scales the camera's pan; 0 leaves it still.
+  """
   rng = np.random.default_rng([seed, 11])
   ident = Identity.from_seed(seed if identity_seed is None else identity_seed)
   body = ident.body()
   motion = motion or MOTIONS[int(rng.integers(len(MOTIONS)))]
   t = np.arange(num_frames) / fps
-  m = _motion(motion, t, rng)
+  m = _motion(motion, t, rng, motion_variation)
   dist = rng.uniform(2.8, 4.2)
   frac = rng.uniform(0.65, 0.85) * (1.0 if height >= width else 0.9)
   focal = frac * height * dist / (body["height"] + 0.3)
   cam = render.Camera(focal, height, width)
   cam_h = body["height"] * rng.uniform(0.45, 0.6)
-  pan = rng.uniform(-0.15, 0.15)
+  pan = rng.uniform(-0.15, 0.15) * motion_variation
   wall = rng.uniform(1.5, 4.0)
   c1, c2 = _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.5, 0.9)), \
       _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.8))
@@ -266,12 +282,14 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
 
 def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width: int,
                   fps: float = 8.0, seed: int = 0, num_identities: int | None = None,
-                  vertical_fraction: float = 0.25, split: str = "train", progress=None) -> list[ClipEntry]:
+                  vertical_fraction: float = 0.25, split: str = "train", progress=None,
+                  motion_variation: float = 1.0) -> list[ClipEntry]:
   """Renders clips into the real-data layout (see layout.py) and returns the manifest entries.
 
   ROOT/videos/<id>.mp4, ROOT/depth/<id>.npy (float32 (F, H, W) metres, larger = farther),
   ROOT/faces/<id>.npz (boxes, present, masks, identity, keypoints), ROOT/manifest.jsonl.
   A `vertical_fraction` of clips swap height and width (portrait videos). Existing clips are kept.
+  `motion_variation` is `render_clip`'s.
   """
   from data_pipelines import video
   rng = np.random.default_rng([seed, 3])
@@ -288,7 +306,8 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
     vpath = os.path.join(root, "videos", clip_id + ".mp4")
     fpath = os.path.join(root, "faces", clip_id + ".npz")
     if not (os.path.isfile(vpath) and os.path.isfile(fpath)):
-      c = render_clip(seed * 100003 + k, num_frames, h, w, fps, identity_seed=ident)
+      c = render_clip(seed * 100003 + k, num_frames, h, w, fps, identity_seed=ident,
+                      motion_variation=motion_variation)
       dpath = os.path.join(root, "depth", clip_id + ".npy")
       with open(_tmp(dpath), "wb") as f:
         np.save(f, c.depth)

@@ -77,3 +77,36 @@ def test_identity_fixes_appearance():
   np.testing.assert_array_equal(a.identity, b.identity)
   c = synthetic.render_clip(seed=1, num_frames=1, height=48, width=72, identity_seed=10)
   assert not np.array_equal(a.identity, c.identity)
+
+
+@pytest.mark.parametrize("kind", synthetic.MOTIONS)
+def test_motion_variation_zero_leaves_only_the_facing_random(kind):
+  """At motion_variation 0 the joint angles and the walk follow the motion kind alone; only the
+  facing of figures that do not walk stays random."""
+  t = np.arange(9) / 4.0
+  runs = {v: [synthetic._motion(kind, t, np.random.default_rng([s, 11]), v) for s in (1, 2, 3)]
+          for v in (0.0, 1.0)}
+  for m in runs[0.0][1:]:
+    for name, angles in m.items():
+      if (name == "yaw" and kind != "walk") or (kind == "wave" and name.startswith("l_")):
+        continue      # the facing of dancers and wavers; waving with one or both hands
+      np.testing.assert_allclose(angles, runs[0.0][0][name], atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(m["yaw"] - m["yaw"][0], 0.0, atol=1e-6)   # no turning
+  if kind == "walk":     # across the frame, to the right (+x)
+    np.testing.assert_allclose(runs[0.0][0]["yaw"], synthetic.WALK_YAW)
+    assert np.all(np.diff(runs[0.0][0]["root_x"]) > 0)
+  else:
+    assert runs[0.0][0]["yaw"][0] != runs[0.0][1]["yaw"][0]
+  # At full variation the same draws give other tempi and phases.
+  assert not np.allclose(runs[1.0][0]["r_elbow"], runs[1.0][1]["r_elbow"])
+
+
+def test_motion_variation_zero_keeps_the_camera_and_the_rest_of_the_clip():
+  still = synthetic.render_clip(seed=5, num_frames=5, height=48, width=32, fps=4.0, motion="walk",
+                                motion_variation=0.0)
+  full = synthetic.render_clip(seed=5, num_frames=5, height=48, width=32, fps=4.0, motion="walk")
+  assert still.camera == full.camera                   # same draws after the motion's
+  np.testing.assert_array_equal(still.identity, full.identity)
+  assert not np.array_equal(still.rgb[1:], full.rgb[1:])
+  # With the pan gone, the background (wall rows above the figure) does not move.
+  np.testing.assert_array_equal(still.rgb[:, 0], np.broadcast_to(still.rgb[0, 0], still.rgb[:, 0].shape))
