@@ -61,6 +61,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune.lambda_structure = 0.01    # lambda_S (paper)
   c.finetune.lambda_id = 1.0            # lambda_ID (paper)
   c.finetune.structure_input = "clean"  # 'clean': L_S(z0_hat) (paper's choice); 'noisy': L_S(z_{t-1})
+  # Cap on L_t's per-timestep weight 1 / (1 - ab_t) of the x0 error; 0: none (the paper's v-MSE).
+  c.finetune.max_diffusion_weight = 0.0
   c.finetune.image_dropout = 0.05       # CogVideoX I2V recipe
   c.finetune.text_dropout = 0.1
 

@@ -149,3 +149,29 @@ def test_structure_alignment_module_is_a_pruned_backbone():
   assert float(jnp.abs(d0 - d1).max()) > 1e-5     # the timestep conditions the prediction
   with pytest.raises(ValueError, match="num_layers=0"):
     structure_alignment_config(backbone, num_layers=0)
+
+
+def test_capped_diffusion_weight():
+  """max_diffusion_weight bounds L_t's weight 1/(1 - ab) on the x0 error; above every weight it is L_t."""
+  k = jax.random.split(jax.random.key(3), 3)
+  z0, eps, noise = (jax.random.normal(ki, (3, 3, 4, 4, 2)) for ki in k)
+  t = jnp.array([0, 300, 999])          # weights 393, 1.44, 1.0 on the x0 error (AB: shift 3)
+  z_t = schedules.add_noise(AB, z0, eps, t)
+  ab = jnp.asarray(AB, jnp.float32)[t][:, None, None, None, None]
+  z0_hat = z0 + 0.1 * noise             # the same x0 error at every timestep
+  v_hat = (jnp.sqrt(ab) * z_t - z0_hat) / jnp.sqrt(1 - ab)
+  sam, idm = _toy_modules()
+  mask = jnp.ones((3, 3), bool)
+
+  def l_t(cap):
+    cfg = losses.SemRepaLossConfig(max_diffusion_weight=cap)
+    return float(losses.finetune_losses(v_hat, z_t, z0, z0, eps, t, mask, sam, idm, cfg, AB)[1]
+                 ["loss_diffusion"])
+
+  err = (z0_hat - z0) ** 2
+  np.testing.assert_allclose(l_t(5.0), jnp.mean(jnp.minimum(1 / (1 - ab), 5.0) * err), rtol=1e-5)
+  np.testing.assert_allclose(l_t(1.0), jnp.mean(err), rtol=1e-5)      # plain x0-MSE
+  np.testing.assert_allclose(l_t(1e6), l_t(0.0), rtol=1e-4)           # no weight reaches the cap
+  assert l_t(5.0) < 0.05 * l_t(0.0)     # the t = 0 example dominates the uncapped loss
+  with pytest.raises(ValueError, match="max_diffusion_weight"):
+    losses.SemRepaLossConfig(max_diffusion_weight=-1.0)

@@ -21,10 +21,16 @@ class SemRepaLossConfig:
   lambda_structure: float = 0.01   # lambda_S
   lambda_id: float = 1.0           # lambda_ID
   structure_input: str = "clean"   # 'clean': L_S(z0_hat) (paper's final choice); 'noisy': L_S(z_{t-1})
+  # L_t weighs the x0 error by 1 / (1 - ab_t) (the v-MSE). A positive cap bounds that weight, so the
+  # near-clean timesteps (weight up to ~1200) stop outweighing the noisy ones, where the motion is
+  # decided. 0: no cap, the paper's L_t. (JiT, Li & He 2025, clamps the same weight.)
+  max_diffusion_weight: float = 0.0
 
   def __post_init__(self):
     if self.structure_input not in ("clean", "noisy"):
       raise ValueError(f"structure_input {self.structure_input!r}: expected 'clean' or 'noisy'")
+    if not self.max_diffusion_weight >= 0:
+      raise ValueError(f"max_diffusion_weight {self.max_diffusion_weight!r}: expected >= 0 (0: no cap)")
 
 
 def previous_alpha_bar(alphas_cumprod, t):
@@ -86,15 +92,21 @@ def finetune_losses(v_hat, z_t, z0, d0, eps, timestep, face_mask, sam, idm,
                     config: SemRepaLossConfig, alphas_cumprod):
   """Stage 2: L = L_t + lambda_S L_S + lambda_ID L_ID on the transformer's prediction v_hat.
 
-  L_t is the v-MSE, equal to mean((z0_hat - z0)^2 / (1 - ab)) (porting notes).
+  L_t is the v-MSE, equal to mean((z0_hat - z0)^2 / (1 - ab)) (porting notes); with
+  config.max_diffusion_weight > 0 it is mean(min(1 / (1 - ab), max_diffusion_weight) (z0_hat - z0)^2).
   clean: d_hat = SAM(z0_hat, 0), L_S = MSE(d_hat, d0), L_ID = L1(IDM(z0_hat, d_hat), IDM(z0, d0)).
   noisy: z_{t-1} = DDIM(z_t, v_hat), L_S = MSE(SAM(z_{t-1}, t-1), d_{t-1}),
          L_ID = L1(IDM(z0_hat, d0), IDM(z0, d0)) (ground-truth depth, paper sec. 4.3).
   face_mask: (B,f) latent frames with a face; L_ID is averaged over those only.
   Returns (total, {name: scalar}).
   """
-  l_t = mse(v_hat, schedules.velocity(alphas_cumprod, z0, eps, timestep))
   z0_hat = schedules.v_to_x0(alphas_cumprod, z_t, v_hat, timestep)
+  if config.max_diffusion_weight > 0:
+    ab = jnp.asarray(alphas_cumprod, jnp.float32)[timestep].reshape((-1,) + (1,) * (z0.ndim - 1))
+    weight = jnp.minimum(1.0 / (1.0 - ab), config.max_diffusion_weight)
+    l_t = jnp.mean(weight * jnp.square(z0_hat.astype(jnp.float32) - z0.astype(jnp.float32)))
+  else:
+    l_t = mse(v_hat, schedules.velocity(alphas_cumprod, z0, eps, timestep))
   if config.structure_input == "clean":
     d_hat = sam(z0_hat, jnp.zeros_like(timestep))
     l_s = mse(d_hat, d0)
