@@ -151,16 +151,40 @@ def export_alignment_modules(config, state) -> str:
   return dst
 
 
-def load_into(state, path: str, attr: str, submodule: str | None = None):
+def export_backbone(config, dst: str, ema: bool = False) -> str:
+  """Writes the CogVideoX transformer of a stage-2 workdir's last checkpoint (its EMA with `ema`)
+  as a load_pretrained folder of the kind the CogVideoX converter writes, so that
+  `model.pretrained_transformer = dst` starts another stage 2 from it."""
+  from conversion import cogvideox_transformer as converter
+  step, variables = restore_variables(config.workdir, ema=ema)
+  backbone = {col: tree["transformer"] for col, tree in variables.items()
+              if isinstance(tree, dict) and "transformer" in tree}
+  if "params" not in backbone:
+    raise ValueError(f"{config.workdir}/checkpoints/{step} holds no transformer: not a stage-2 run")
+  kwargs = {"config": dataclasses.asdict(backbone_config(config)), "dtype": config.dtype,
+            "param_dtype": config.param_dtype}
+  if jax.process_index() == 0:
+    save_pretrained(dst, kind=converter.KIND, factory=converter.FACTORY, module_kwargs=kwargs,
+                    variables=backbone,
+                    source=f"{os.path.abspath(config.workdir)} step {step}{' (EMA)' if ema else ''}")
+  return dst
+
+
+def load_into(state, path: str, attr: str, submodule: str | None = None,
+              only: tuple[str, ...] | None = None):
   """Fills `state.<attr>` ('params' or 'frozen') from a load_pretrained folder, straight into the
   state's shardings. With `submodule`, saved 'col/x' fills 'col/<submodule>/x' (a converted
-  backbone inside the SemanticREPA tree); without, names must match. Within the collections it
+  backbone inside the SemanticREPA tree); without, names must match. `only`: the top-level
+  modules ('col/<module>/...') to fill, the others keep their values (e.g. the alignment modules
+  into a state whose frozen arrays also hold the backbone's buffers). Within the collections it
   fills, every saved array must find its place with the same shape, and every place under the
-  submodule must be filled."""
+  submodule (or the `only` modules) must be filled."""
   from flax import traverse_util
   flat = traverse_util.flatten_dict(dict(getattr(state, attr)), sep="/")
 
   def saved_name(k):
+    if only is not None and k.split("/")[1] not in only:
+      return None
     if submodule is None:
       return k
     col, name, rest = (k.split("/", 2) + ["", ""])[:3]

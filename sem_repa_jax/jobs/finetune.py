@@ -14,7 +14,7 @@ from sem_repa_jax.diffusion import schedules
 from sem_repa_jax.jobs import _semrepa
 from sem_repa_jax.models.semrepa.frames import pool_face_embeddings
 from sem_repa_jax.models.semrepa.losses import SemRepaLossConfig, finetune_losses
-from sem_repa_jax.models.semrepa.model import ALIGNMENT_PREFIXES
+from sem_repa_jax.models.semrepa.model import ALIGNMENT_MODULES, ALIGNMENT_PREFIXES
 
 
 def image_conditioned(backbone, latent_channels: int) -> bool:
@@ -35,7 +35,8 @@ def model_input(z_t, image_latents, keep_image):
 
 def make_loss_fn(model, config, alphas_cumprod):
   f = config.finetune
-  loss_cfg = SemRepaLossConfig(f.lambda_structure, f.lambda_id, f.structure_input)
+  loss_cfg = SemRepaLossConfig(f.lambda_structure, f.lambda_id, f.structure_input,
+                               f.max_diffusion_weight)
   i2v = image_conditioned(model.backbone, config.model.latent_channels)
   ofs = model.backbone.ofs_embed_dim
   tc = config.model.temporal_compression
@@ -91,7 +92,7 @@ def run(config, dataset=None):
   frozen = ALIGNMENT_PREFIXES + (("buffers",) if has_buffers else ())
 
   def prepare(state):
-    state = _semrepa.load_into(state, f.alignment_dir, "frozen")
+    state = _semrepa.load_into(state, f.alignment_dir, "frozen", only=ALIGNMENT_MODULES)
     if m.pretrained_transformer:
       state = _semrepa.load_into(state, m.pretrained_transformer, "params", "transformer")
       if has_buffers:

@@ -88,3 +88,35 @@ def test_stage2_sharded_step_equals_unsharded(records, stage1):
   np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
   for x, y in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-6)
+
+
+def test_stage2_starts_from_an_exported_backbone(records, stage1, tmp_path):
+  """A stage-2 backbone exported as a pretrained folder (what configs/demo_pretrain.py ships) is the
+  start of the next stage 2, its positional table included (CogVideoX-5B-I2V's learned one, kept
+  frozen as diffusers keeps it)."""
+  align_dir = os.path.join(stage1, _semrepa.ALIGNMENT_DIRNAME)
+  first = _config(records, tmp_path / "first", "finetune", 2, alignment_dir=align_dir)
+  first.model.backbone.num_layers = 1
+  first.model.backbone.use_learned_positional_embeddings = True
+  first.model.backbone.max_text_seq_length = 0          # the records carry no text
+  finetune.run(first)                                   # from scratch: only SAM/IDM come from stage 1
+  dst = _semrepa.export_backbone(first, str(tmp_path / "backbone"))
+  module, exported = load_pretrained(dst)
+  assert type(module).__name__ == "CogVideoXTransformer3D"
+  _, state = _restore(first.workdir)
+  for col, tree in (("params", state["params"]["params"]), ("buffers", state["frozen"]["buffers"])):
+    saved = traverse_util.flatten_dict(exported[col])
+    trained = traverse_util.flatten_dict(tree["transformer"])
+    assert saved.keys() == trained.keys()
+    for k in saved:
+      np.testing.assert_array_equal(np.asarray(saved[k]), np.asarray(trained[k]))
+
+  second = _config(records, tmp_path / "second", "finetune", 1, alignment_dir=align_dir)
+  second.model.pretrained_transformer = dst
+  second.optimizer.learning_rate = 0.0                  # the step leaves the start untouched
+  finetune.run(second)
+  _, state = _restore(second.workdir)
+  for col, tree in (("params", state["params"]["params"]), ("buffers", state["frozen"]["buffers"])):
+    for k, v in traverse_util.flatten_dict(exported[col]).items():
+      np.testing.assert_array_equal(np.asarray(traverse_util.flatten_dict(tree["transformer"])[k]),
+                                    np.asarray(v))

@@ -13,7 +13,8 @@ from sem_repa_jax.models.cogvideox.transformer import CogVideoXTransformer3D, Co
 from sem_repa_jax.models.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
 from sem_repa_jax.models.semrepa.structure_alignment import StructureAlignmentModule
 
-ALIGNMENT_PREFIXES = ("params/structure_alignment", "params/id_alignment")
+ALIGNMENT_MODULES = ("structure_alignment", "id_alignment")
+ALIGNMENT_PREFIXES = tuple(f"params/{m}" for m in ALIGNMENT_MODULES)
 
 
 class SemanticREPA(nn.Module):
