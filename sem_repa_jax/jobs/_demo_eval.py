@@ -22,7 +22,8 @@ from absl import logging
 
 from sem_repa_jax.jobs import _semrepa
 
-MODELS = (("finetune", "SemanticREPA"), ("finetune_baseline", "plain fine-tuning"))
+MODELS = (("pretrained", "pretrained backbone (no stage 2)"), ("finetune", "SemanticREPA"),
+          ("finetune_baseline", "plain fine-tuning"))
 TEACHER = "teacher (real clip)"
 STATIC = "first frame repeated"
 
@@ -63,8 +64,9 @@ def _samples_path(config):
 
 
 def sample(config, cfgs) -> bool:
-  """Samples every held-out clip from its real first frame with each fine-tuned backbone (the same
-  noise for both, so they differ only by training); writes samples/samples.npz and mp4s."""
+  """Samples every held-out clip from its real first frame with the pretrained backbone (when stage
+  2 starts from one) and each fine-tuned one, with the same noise, so they differ only by
+  training; writes samples/samples.npz and mp4s."""
   from data_pipelines.video import write_video
   from sem_repa_jax.pipelines import cogvideox_i2v as i2v
   path = _samples_path(config)
@@ -89,11 +91,17 @@ def sample(config, cfgs) -> bool:
   text = jnp.zeros((len(recs), 0, text_dim), jnp.float32)
   out, pipe = {"clip_ids": np.array([r["clip_id"] for r in recs])}, None
   for name, label in MODELS:
-    if name not in cfgs or not (name == "finetune" or d.baseline):
+    if name == "pretrained":      # what stage 2 started from
+      if not config.model.pretrained_transformer:
+        continue
+      from sem_repa_jax.models import load_pretrained
+      module, tvars = load_pretrained(config.model.pretrained_transformer)
+    elif name in cfgs and (name == "finetune" or d.baseline):
+      _, variables = _semrepa.restore_variables(cfgs[name].workdir,
+                                                ema=cfgs[name].optimizer.ema_decay > 0)
+      module, tvars = _transformer(cfgs[name], variables)
+    else:
       continue
-    _, variables = _semrepa.restore_variables(cfgs[name].workdir,
-                                              ema=cfgs[name].optimizer.ema_decay > 0)
-    module, tvars = _transformer(cfgs[name], variables)
     if pipe is None:
       pipe = i2v.CogVideoXImageToVideo(module, tvars, codec, {}, facts=facts,
                                        progress=config.progress_bar)
@@ -166,11 +174,21 @@ def _notes(config, cfgs) -> str:
           f"(diffusion.prediction_type = '{pred}') and converted to v for every loss and for the "
           "sampler; CogVideoX itself predicts v, but a network narrower than its patch tokens "
           "cannot reproduce the noise that v contains, and what it misses stays in the samples.")
+  cap = (f" (each timestep's x0 error weighted by min(1 / (1 - ab_t), {f.max_diffusion_weight:g}) "
+         "instead of the v-MSE's 1 / (1 - ab_t))" if f.max_diffusion_weight > 0 else "")
   ema = (f" Samples use the EMA of the weights (decay {config.optimizer.ema_decay:g})."
          if config.optimizer.ema_decay > 0 else "")
-  baseline = (f"- {MODELS[1][1]}: the same stage 2 (same data, steps, noise) with lambda_S = "
-              "lambda_ID = 0, i.e. the CogVideoX I2V loss alone." if d.baseline else
+  pretrained = (f"\n- {dict(MODELS)['pretrained']}: the weights stage 2 starts from, sampled the "
+                "same way: what fine-tuning adds." if config.model.pretrained_transformer else "")
+  baseline = (f"- {dict(MODELS)['finetune_baseline']}: the same stage 2 (same data, steps, "
+              "noise) with lambda_S = lambda_ID = 0, i.e. the CogVideoX I2V loss alone."
+              if d.baseline else
               "- (the plain fine-tuning baseline is off: demo.baseline = False)")
+  motion = ("each motion's tempo, phase, speed and walking direction are fixed "
+            "(demo.motion_variation = 0), so the first frame's pose determines the real clip's "
+            "motion" if d.motion_variation == 0
+            else "one image cannot fix the motion, so a plausible video that moves differently "
+            "also scores low")
   return f"""SemanticREPA end to end on synthetic humans, small enough for a laptop CPU. \
 {d.train_clips} training clips and {d.eval_clips} held-out clips of other identities, \
 {d.num_frames} frames of {d.height}x{d.width}; depth and identity teachers are exact (rendered).
@@ -178,14 +196,13 @@ def _notes(config, cfgs) -> str:
 - Stage 1 ({config.align.num_steps} steps): the Structure Alignment Module learns video latents -> \
 depth latents and the ID Alignment Module learns (video, depth) latents -> identity embedding.
 - Stage 2 ({f.num_steps} steps): the CogVideoX image-to-video transformer trains with \
-L_t + {f.lambda_structure:g} L_S + {f.lambda_id:g} L_ID through the frozen stage-1 modules.\
+L_t{cap} + {f.lambda_structure:g} L_S + {f.lambda_id:g} L_ID through the frozen stage-1 modules.\
 {pred}{ema}
-{baseline}
+{baseline}{pretrained}
 - Samples: {d.sample_steps} {d.sampler.upper()} steps from the real first frame of each held-out \
 clip, the same initial noise for every model. "{STATIC}" is no model at all: a reference PSNR/SSIM \
 that a static video gets.
-- Metrics: PSNR/SSIM of frames 2..{d.num_frames} against the real clip (one image cannot fix the \
-motion, so a plausible video that moves differently also scores low); depth_rmse: SAM's depth \
+- Metrics: PSNR/SSIM of frames 2..{d.num_frames} against the real clip ({motion}); depth_rmse: SAM's depth \
 read from the video vs the teacher depth of the real clip, as normalized nearness in [0, 1]; \
 id_cosine: IDM's identity of the video vs the teacher identity. The IDM stands in for ArcFace \
 (the synthetic face teacher is the identity vector itself). The "{TEACHER}" row applies SAM and \
@@ -194,15 +211,26 @@ best; with the demo's tiny modules and few identities it often is not (docs/demo
 
 What this does not show:
 
-- The backbone is a tiny CogVideoX (a few layers, width {_width(cfgs)}) trained from scratch, not \
-CogVideoX-5B fine-tuned from pretrained weights; expect noisy, blurry samples whose metrics differ by \
-little between models at this size and training length.
+- {_backbone_note(config, cfgs)}
 - The VAE is replaced by a lossless space-to-depth codec (sem_repa_jax/models/latent_codec.py): \
 latents are rearranged pixels, so the latent-space alignment is easier than in a real VAE space.
 - No text: there is no T5 in the demo; the backbone sees zero text tokens in training and \
 sampling, so classifier-free guidance has nothing to guide (guidance_scale {d.guidance_scale:g}).
 - No ArcFace, no Video Depth Anything: the teachers are the renderer's exact depth and identity.
 - No FVD/FID/LPIPS (they need pretrained networks)."""
+
+
+def _backbone_note(config, cfgs) -> str:
+  size = f"a tiny CogVideoX (a few layers, width {_width(cfgs)})"
+  if config.model.pretrained_transformer:
+    return (f"The backbone is {size}, not CogVideoX-5B: stage 2 fine-tunes the weights in "
+            f"{config.model.pretrained_transformer}, pretrained on other synthetic clips and "
+            "identities with the plain diffusion loss (configs/demo_pretrain.py), as SemanticREPA "
+            "fine-tunes a pretrained CogVideoX-5B-I2V; expect blurry samples whose metrics "
+            "differ by little between models at this size and training length.")
+  return (f"The backbone is {size} trained from scratch, not CogVideoX-5B fine-tuned from "
+          "pretrained weights; expect noisy, blurry samples whose metrics differ by little "
+          "between models at this size and training length.")
 
 
 def _width(cfgs) -> int:

@@ -61,6 +61,8 @@ def stage_configs(config) -> dict:
     steps = c.align.num_steps if job == "align" else c.finetune.num_steps
     c.optimizer.decay_steps = steps          # the cosine schedule spans each stage
     c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, steps // 2)
+    if job == "finetune" and d.finetune_learning_rate:
+      c.optimizer.learning_rate = d.finetune_learning_rate
     c.finetune.alignment_dir = os.path.join(w, "align", _semrepa.ALIGNMENT_DIRNAME)
     if name == "finetune_baseline":
       c.finetune.lambda_structure = c.finetune.lambda_id = 0.0
@@ -79,7 +81,7 @@ def _make_data(config, a, split: str):
   n, seed = (d.train_clips, config.seed) if split == "train" else (d.eval_clips, config.seed + 1)
   logging.info("rendering %d synthetic %s clips into %s", n, split, a.data.root)
   synthetic.write_dataset(a.data.root, n, d.num_frames, d.height, d.width, fps=d.fps, seed=seed,
-                          vertical_fraction=0.0, split=split,
+                          vertical_fraction=0.0, split=split, motion_variation=d.motion_variation,
                           progress=(lambda it: tqdm(it, desc=f"render {split}"))
                           if config.progress_bar else None)
   return True
@@ -106,6 +108,15 @@ def _train(c, run):
   return True
 
 
+def _export_backbone(c, dst: str) -> bool:
+  """The stage-2 backbone (EMA when trained with one) as a pretrained folder, for a later stage 2."""
+  if os.path.isfile(os.path.join(dst, "config.json")):
+    return False
+  path = _semrepa.export_backbone(c, dst, ema=c.optimizer.ema_decay > 0)
+  logging.info("backbone exported to %s", path)
+  return True
+
+
 def run(config) -> None:
   from sem_repa_jax.jobs import align, finetune
   cfgs = stage_configs(config)
@@ -129,6 +140,8 @@ def run(config) -> None:
     stage(f"annotate_{split}", _annotate, cfgs["annotate_" + split])
   stage("align", _train, cfgs["align"], align.run)
   stage("finetune", _train, cfgs["finetune"], finetune.run)
+  if config.demo.export_backbone:
+    stage("export_backbone", _export_backbone, cfgs["finetune"], config.demo.export_backbone)
   if config.demo.baseline:
     stage("finetune_baseline", _train, cfgs["finetune_baseline"], finetune.run)
   from sem_repa_jax.jobs import _demo_eval

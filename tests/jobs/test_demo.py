@@ -5,11 +5,13 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
 from configs import demo as demo_config
 from sem_repa_jax.jobs import _semrepa, demo
+from sem_repa_jax.models import load_pretrained
 
 STAGES = ("align", "finetune", "finetune_baseline")
 
@@ -22,9 +24,11 @@ def _config(workdir):
   c.demo.sample_steps, c.demo.baseline = 2, True
   c.align.num_steps = c.finetune.num_steps = 3
   c.data.batch_size = 8          # the 8 simulated devices form an 8-way data-parallel mesh
+  c.model.pretrained_transformer = ""          # from scratch: the shipped backbone is demo-sized
   c.model.backbone.num_layers = 1
   c.model.backbone.num_attention_heads, c.model.backbone.attention_head_dim = 1, 16
   c.model.identity.channels, c.model.identity.norm_groups = (8, 16), 4
+  c.demo.export_backbone = os.path.join(str(workdir), "backbone")
   c.log_every_steps = 1
   c.progress_bar = False
   return c
@@ -85,7 +89,13 @@ def test_artifacts_report_and_metrics(ran, capsys):
   assert set(rows["SemanticREPA"]) == {"psnr", "ssim", "depth_rmse", "id_cosine"}
   assert all(math.isfinite(v) for r in rows.values() for v in r.values())
   timings = json.load(open(os.path.join(ran, "timings.json")))
-  assert set(STAGES) | {"annotate_train", "annotate_eval", "sample"} <= set(timings)
+  assert set(STAGES) | {"annotate_train", "annotate_eval", "sample", "export_backbone"} <= set(timings)
+  # The exported backbone is stage 2's EMA transformer, in the converter's format.
+  module, exported = load_pretrained(os.path.join(ran, "backbone"))
+  _, trained = _semrepa.restore_variables(os.path.join(ran, "finetune"), ema=True)
+  assert type(module).__name__ == "CogVideoXTransformer3D"
+  for a, b in zip(jax.tree.leaves(exported["params"]), jax.tree.leaves(trained["params"]["transformer"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_rerun_reuses_finished_stages(ran, capsys):
@@ -100,3 +110,18 @@ def test_rerun_reuses_finished_stages(ran, capsys):
     assert _semrepa.latest_step(os.path.join(ran, s)) == 3
     assert _lines(os.path.join(ran, s, "metrics.jsonl")) == before[s]     # not retrained
   assert os.stat(npz).st_mtime_ns == mtime                               # not resampled
+
+
+def test_shipped_backbone_is_the_demo_configs():
+  """assets/demo_backbone (made by configs/demo_pretrain.py) is the backbone configs/demo.py
+  describes at the demo's size, with the weights such a backbone has."""
+  import flax.linen as nn
+  from sem_repa_jax.models.cogvideox.transformer import example_inputs
+  c = demo.stage_configs(demo_config.get_config())["finetune"]
+  module, shipped = load_pretrained(c.model.pretrained_transformer)
+  described = c.copy_and_resolve_references()
+  described.model.pretrained_transformer = ""
+  assert module.config == _semrepa.backbone_config(described)
+  want = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), **example_inputs(module.config)))
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), want) == \
+      jax.tree.map(lambda x: (x.shape, x.dtype), shipped)

@@ -114,9 +114,13 @@ def test_stage2_starts_from_an_exported_backbone(records, stage1, tmp_path):
   second = _config(records, tmp_path / "second", "finetune", 1, alignment_dir=align_dir)
   second.model.pretrained_transformer = dst
   second.optimizer.learning_rate = 0.0                  # the step leaves the start untouched
+  second.optimizer.ema_decay = 0.5                      # and the EMA starts from it, too
   finetune.run(second)
   _, state = _restore(second.workdir)
   for col, tree in (("params", state["params"]["params"]), ("buffers", state["frozen"]["buffers"])):
     for k, v in traverse_util.flatten_dict(exported[col]).items():
       np.testing.assert_array_equal(np.asarray(traverse_util.flatten_dict(tree["transformer"])[k]),
                                     np.asarray(v))
+  ema = traverse_util.flatten_dict(state["ema"]["params"]["transformer"])
+  for k, v in traverse_util.flatten_dict(exported["params"]).items():
+    np.testing.assert_allclose(np.asarray(ema[k]), np.asarray(v), rtol=1e-6, atol=1e-7)
