@@ -62,12 +62,16 @@ def read_manifest(root: str, split: str | None = None, name: str = "manifest.jso
 
 
 def write_manifest(root: str, entries, name: str = "manifest.jsonl") -> str:
-  """Writes ROOT/manifest.jsonl atomically with paths relative to ROOT where possible."""
+  """Writes ROOT/manifest.jsonl atomically, each path made relative to ROOT.
+
+  An entry's path is one usable from here (absolute, or relative to the working directory), as
+  `read_manifest` returns them; the manifest stores it relative to ROOT, so the folder can move.
+  """
   mpath = os.path.join(root, name)
   tmp = mpath + ".tmp"
   with open(tmp, "w") as f:
     for e in entries:
-      rel = os.path.relpath(e.path, root) if os.path.isabs(e.path) else e.path
+      rel = os.path.relpath(e.path, root)
       f.write(json.dumps({"id": e.clip_id, "path": rel, "caption": e.caption,
                           "split": e.split}) + "\n")
   os.replace(tmp, mpath)

@@ -1,4 +1,7 @@
 """The synthetic renderer's labels agree with its pixels: depth, masks, face boxes, keypoints."""
+import json
+import os
+
 import numpy as np
 import pytest
 
@@ -110,3 +113,16 @@ def test_motion_variation_zero_keeps_the_camera_and_the_rest_of_the_clip():
   assert not np.array_equal(still.rgb[1:], full.rgb[1:])
   # With the pan gone, the background (wall rows above the figure) does not move.
   np.testing.assert_array_equal(still.rgb[:, 0], np.broadcast_to(still.rgb[0, 0], still.rgb[:, 0].shape))
+
+
+def test_write_dataset_under_a_relative_root(tmp_path, monkeypatch):
+  """A root relative to the working directory (the demo's runs/demo/...) reads back its videos."""
+  from data_pipelines import layout
+  monkeypatch.chdir(tmp_path)
+  entries = synthetic.write_dataset(os.path.join("runs", "data"), num_clips=2, num_frames=1,
+                                    height=16, width=16)
+  back = layout.read_manifest(os.path.join("runs", "data"))
+  assert [e.path for e in back] == [e.path for e in entries]
+  assert all(os.path.isfile(e.path) for e in back)
+  with open(os.path.join("runs", "data", "manifest.jsonl")) as f:
+    assert all(json.loads(line)["path"].startswith("videos/") for line in f)
