@@ -317,7 +317,9 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
                             identity=c.identity, keypoints=c.keypoints,
                             meta=json.dumps({"motion": c.motion, "identity_seed": ident}))
       os.replace(_tmp(fpath), fpath)
-      video.write_video(vpath, c.rgb, fps)
+      # Lossless (crf 0): x264's lossy output varies from run to run on such small frames, and
+      # the clips must decode to the same pixels everywhere (the demo is deterministic for a seed).
+      video.write_video(vpath, c.rgb, fps, crf=0)
       caption = c.caption
     else:
       with np.load(fpath) as z:
