@@ -189,6 +189,9 @@ def _notes(config, cfgs) -> str:
             "motion" if d.motion_variation == 0
             else "one image cannot fix the motion, so a plausible video that moves differently "
             "also scores low")
+  fixed = ("\n- The synthetic motion is fixed per kind (demo.motion_variation = 0): the model learns "
+           "motion it can read from the first frame; it is not asked to choose among possible "
+           "motions." if d.motion_variation == 0 else "")
   return f"""SemanticREPA end to end on synthetic humans, small enough for a laptop CPU. \
 {d.train_clips} training clips and {d.eval_clips} held-out clips of other identities, \
 {d.num_frames} frames of {d.height}x{d.width}; depth and identity teachers are exact (rendered).
@@ -211,7 +214,7 @@ best; with the demo's tiny modules and few identities it often is not (docs/demo
 
 What this does not show:
 
-- {_backbone_note(config, cfgs)}
+- {_backbone_note(config, cfgs)}{fixed}
 - The VAE is replaced by a lossless space-to-depth codec (sem_repa_jax/models/latent_codec.py): \
 latents are rearranged pixels, so the latent-space alignment is easier than in a real VAE space.
 - No text: there is no T5 in the demo; the backbone sees zero text tokens in training and \
