@@ -7,7 +7,7 @@ other synthetic clips and identities (seed 2; the demo trains on seed 0 and hold
 with the plain diffusion loss (lambda_S = lambda_ID = 0: the base model knows nothing of
 SemanticREPA), and exports its EMA weights in the converter's format:
 
-  python -m sem_repa_jax.main --config configs/demo_pretrain.py      # ~45 min on 2 CPU cores
+  python -m sem_repa_jax.main --config configs/demo_pretrain.py      # ~27 min on 2 CPU cores
   rm -rf assets/demo_backbone && cp -r runs/demo_pretrain/backbone assets/demo_backbone
 
 It runs the demo job, so its report (runs/demo_pretrain/report.html) shows the pretrained
@@ -28,7 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.finetune.lambda_structure = 0.0
   c.finetune.lambda_id = 0.0
   c.finetune.num_steps = 15000
-  c.optimizer.learning_rate = 3e-3
-  c.demo.finetune_learning_rate = 0.0     # the same peak rate in both stages
+  c.demo.finetune_learning_rate = 0.0     # stage 2 at optimizer.learning_rate, as stage 1
   c.checkpoint.every_steps = 2500
   return c

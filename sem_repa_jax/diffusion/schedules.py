@@ -73,8 +73,9 @@ def inference_timesteps(num_inference_steps: int, spacing: str = "trailing", *,
   return np.ascontiguousarray(t)
 
 
-def _gather(table, t, like):
-  """table[t] in like's dtype, shaped to broadcast against like (batch leading)."""
+def alpha_bar_at(table, t, like):
+  """table[t] (e.g. alpha-bar at timesteps t) in like's dtype, shaped to broadcast against like
+  (batch leading)."""
   v = jnp.asarray(table, like.dtype)[jnp.asarray(t)]
   return v.reshape(v.shape + (1,) * (like.ndim - v.ndim))
 
@@ -84,35 +85,35 @@ def add_noise(alphas_cumprod, x0, noise, t):
 
   As diffusers: the table is cast to x0's dtype before the square roots.
   """
-  ab = _gather(alphas_cumprod, t, x0)
+  ab = alpha_bar_at(alphas_cumprod, t, x0)
   return ab ** 0.5 * x0 + (1 - ab) ** 0.5 * noise
 
 
 def velocity(alphas_cumprod, x0, noise, t):
   """The v-prediction target v = sqrt(ab) eps - sqrt(1 - ab) x0 (diffusers `get_velocity`)."""
-  ab = _gather(alphas_cumprod, t, x0)
+  ab = alpha_bar_at(alphas_cumprod, t, x0)
   return ab ** 0.5 * noise - (1 - ab) ** 0.5 * x0
 
 
 def v_to_x0(alphas_cumprod, x_t, v, t):
-  ab = _gather(alphas_cumprod, t, x_t)
+  ab = alpha_bar_at(alphas_cumprod, t, x_t)
   return ab ** 0.5 * x_t - (1 - ab) ** 0.5 * v
 
 
 def v_to_eps(alphas_cumprod, x_t, v, t):
-  ab = _gather(alphas_cumprod, t, x_t)
+  ab = alpha_bar_at(alphas_cumprod, t, x_t)
   return ab ** 0.5 * v + (1 - ab) ** 0.5 * x_t
 
 
 def x0_to_v(alphas_cumprod, x_t, x0, t):
   """Inverse of v_to_x0 at fixed x_t (undefined where ab_t = 1)."""
-  ab = _gather(alphas_cumprod, t, x_t)
+  ab = alpha_bar_at(alphas_cumprod, t, x_t)
   return (ab ** 0.5 * x_t - x0) / (1 - ab) ** 0.5
 
 
 def eps_to_v(alphas_cumprod, x_t, eps, t):
   """Inverse of v_to_eps at fixed x_t (undefined where ab_t = 0)."""
-  ab = _gather(alphas_cumprod, t, x_t)
+  ab = alpha_bar_at(alphas_cumprod, t, x_t)
   return (eps - (1 - ab) ** 0.5 * x_t) / ab ** 0.5
 
 

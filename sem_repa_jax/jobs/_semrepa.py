@@ -120,11 +120,11 @@ def train(config, model: SemanticREPA, loss_fn, init_args, *, frozen_prefixes=()
 
   def fresh():
     state = init()
-    if prepare_state is None:
-      return state
-    state = prepare_state(state)
-    # The EMA starts from the prepared (e.g. pretrained) parameters, not from the random ones.
-    return state if state.ema is None else state.replace(ema=jax.tree.map(jnp.copy, state.params))
+    if prepare_state is not None:
+      state = prepare_state(state)
+      if state.ema is not None:   # the EMA starts from the prepared (e.g. pretrained) parameters
+        state = state.replace(ema=jax.tree.map(jnp.copy, state.params))
+    return state
   state, start = ckpt.restore_or(abstract, fresh, data)
   if start:
     logging.info("resuming at step %d", start)

@@ -102,9 +102,9 @@ def finetune_losses(v_hat, z_t, z0, d0, eps, timestep, face_mask, sam, idm,
   """
   z0_hat = schedules.v_to_x0(alphas_cumprod, z_t, v_hat, timestep)
   if config.max_diffusion_weight > 0:
-    ab = jnp.asarray(alphas_cumprod, jnp.float32)[timestep].reshape((-1,) + (1,) * (z0.ndim - 1))
-    weight = jnp.minimum(1.0 / (1.0 - ab), config.max_diffusion_weight)
-    l_t = jnp.mean(weight * jnp.square(z0_hat.astype(jnp.float32) - z0.astype(jnp.float32)))
+    err = jnp.square(z0_hat.astype(jnp.float32) - z0.astype(jnp.float32))
+    ab = schedules.alpha_bar_at(alphas_cumprod, timestep, err)
+    l_t = jnp.mean(jnp.minimum(1.0 / (1.0 - ab), config.max_diffusion_weight) * err)
   else:
     l_t = mse(v_hat, schedules.velocity(alphas_cumprod, z0, eps, timestep))
   if config.structure_input == "clean":
