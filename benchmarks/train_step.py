@@ -104,7 +104,7 @@ def backbone_loss_fn(model, config, alphas_cumprod):
   """L_t alone, built like finetune.make_loss_fn (same noise, image dropout, text dropout)."""
   from sem_repa_jax.diffusion import schedules
   from sem_repa_jax.jobs import finetune
-  from sem_repa_jax.models.semrepa.losses import mse
+  from sem_repa_jax.methods.semrepa.losses import mse
   f = config.finetune
   num_t = len(alphas_cumprod)
 
@@ -217,14 +217,15 @@ def transformer_flops(cfg, batch, frames, height, width, text_len) -> float:
 
 def main(argv=None):
   args = parse_args(argv)
-  from sem_repa_jax.jobs import _semrepa, finetune
-  from sem_repa_jax.models.semrepa.model import ALIGNMENT_PREFIXES
+  from sem_repa_jax.jobs import finetune
+  from sem_repa_jax.methods.semrepa import factory
+  from sem_repa_jax.methods.semrepa.model import ALIGNMENT_PREFIXES
   from sem_repa_jax.training import optimizers
 
   c = semrepa_config(args)
-  cfg = _semrepa.backbone_config(c)
-  model = _semrepa.build(**_semrepa.module_kwargs(c, with_backbone=True))
-  ab = _semrepa.alphas_cumprod(c)
+  cfg = factory.backbone_config(c)
+  model = factory.build(**factory.module_kwargs(c, with_backbone=True))
+  ab = factory.alphas_cumprod(c)
   batch = synthetic_batch(args, c, cfg.text_embed_dim, np.random.default_rng(0))
   z = jnp.zeros((1,) + batch["video_latents"].shape[1:])
   x = finetune.model_input(z, jnp.zeros((1,) + batch["image_latents"].shape[1:]),

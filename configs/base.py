@@ -4,7 +4,7 @@ Run any config as `python -m sem_repa_jax.main --config configs/<name>.py --conf
 """
 import ml_collections
 
-from sem_repa_jax.training import optimizers
+from sem_repa_jax.training.optimizer_config import default_config as optimizer_defaults
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -60,7 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint.async_save = True
 
   # AdamW (+ optional 8-bit moments, EMA); fields and defaults in training/optimizers.py.
-  c.optimizer = optimizers.default_config()
+  c.optimizer = optimizer_defaults()
 
   c.log_every_steps = 10
   c.progress_bar = True

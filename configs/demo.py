@@ -14,7 +14,7 @@ import os
 
 import ml_collections
 
-from configs import semrepa
+from configs import annotate, semrepa
 
 # The pretrained tiny backbone that stage 2 fine-tunes (configs/demo_pretrain.py made it).
 DEMO_BACKBONE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   # video at twice the cost: keep 1.0 unless the records carry T5 embeddings.
   c.demo.guidance_scale = 1.0
   c.demo.export_backbone = ""      # a path: also write stage 2's backbone there (demo_pretrain.py)
+  # The annotation stages start from configs/annotate.py; the job sets data paths, sizes and the
+  # codec from demo.* (so only the remaining fields, e.g. annotate.mask_stride, are yours to set).
+  c.demo.annotate = annotate.get_config()
 
   # The backbone: 2 layers of 4 heads x 48 = 192 wide, as wide as one 2x2 patch of the 48-channel
   # latents (4 frames x 2x2 pixels x RGB), so a token can carry its patch through to the output.

@@ -1,14 +1,10 @@
 """Validation of a resolved job config: errors a user can cause, reported before any work starts."""
-import math
 
 import ml_collections
 
 from sem_repa_jax import jobs
 from sem_repa_jax.diffusion.schedules import PREDICTION_TYPES
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the field and what was expected."""
+from sem_repa_jax.training.mesh import ConfigError, check_mesh_shape  # noqa: F401 (re-exported)
 
 
 def _walk(cfg, prefix=""):
@@ -18,27 +14,6 @@ def _walk(cfg, prefix=""):
       yield from _walk(value, path + ".")
     else:
       yield path, value
-
-
-def check_mesh_shape(shape, axes, device_count: int) -> tuple[int, ...]:
-  """Resolves -1 in `shape` and checks that the mesh covers exactly `device_count` devices."""
-  shape = tuple(int(s) for s in shape)
-  if len(shape) != len(axes):
-    raise ConfigError(f"mesh.shape {shape} has {len(shape)} entries but mesh.axes {tuple(axes)} "
-                      f"has {len(axes)}")
-  if sum(s == -1 for s in shape) > 1:
-    raise ConfigError(f"mesh.shape {shape}: at most one axis may be -1")
-  if any(s == 0 or s < -1 for s in shape):
-    raise ConfigError(f"mesh.shape {shape}: sizes must be positive (or -1 for the rest)")
-  known = math.prod(s for s in shape if s != -1)
-  if device_count % known:
-    raise ConfigError(f"mesh.shape {shape} (product {known}) does not divide the "
-                      f"{device_count} available devices")
-  shape = tuple(device_count // known if s == -1 else s for s in shape)
-  if math.prod(shape) != device_count:
-    raise ConfigError(f"mesh.shape {shape} uses {math.prod(shape)} devices but "
-                      f"{device_count} are available")
-  return shape
 
 
 def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:

@@ -21,6 +21,8 @@ import numpy as np
 from absl import logging
 
 from sem_repa_jax.jobs import _semrepa
+from sem_repa_jax.methods.semrepa import factory
+from sem_repa_jax.training import checkpoint
 
 MODELS = (("pretrained", "pretrained backbone (no stage 2)"), ("finetune", "SemanticREPA"),
           ("finetune_baseline", "plain fine-tuning"))
@@ -52,7 +54,7 @@ def _decode(codec, latents):
 
 def _transformer(cfg, variables):
   from sem_repa_jax.models.cogvideox.transformer import CogVideoXTransformer3D
-  module = CogVideoXTransformer3D(_semrepa.backbone_config(cfg), dtype=jnp.dtype(cfg.dtype),
+  module = CogVideoXTransformer3D(factory.backbone_config(cfg), dtype=jnp.dtype(cfg.dtype),
                                   param_dtype=jnp.dtype(cfg.param_dtype), attention=cfg.attention,
                                   remat_policy=cfg.remat_policy)
   return module, {col: tree["transformer"] for col, tree in variables.items()
@@ -87,7 +89,7 @@ def sample(config, cfgs) -> bool:
       guidance_scale=d.guidance_scale, sampler=d.sampler,
       snr_shift_scale=config.diffusion.snr_shift_scale)
   # No text encoder in the demo: zero text tokens, exactly what training saw (text_embeds=None).
-  text_dim = _semrepa.backbone_config(cfgs["finetune"]).text_embed_dim
+  text_dim = factory.backbone_config(cfgs["finetune"]).text_embed_dim
   text = jnp.zeros((len(recs), 0, text_dim), jnp.float32)
   out, pipe = {"clip_ids": np.array([r["clip_id"] for r in recs])}, None
   for name, label in MODELS:
@@ -97,7 +99,7 @@ def sample(config, cfgs) -> bool:
       from sem_repa_jax.models import load_pretrained
       module, tvars = load_pretrained(config.model.pretrained_transformer)
     elif name in cfgs and (name == "finetune" or d.baseline):
-      _, variables = _semrepa.restore_variables(cfgs[name].workdir,
+      _, variables = checkpoint.restore_variables(cfgs[name].workdir,
                                                 ema=cfgs[name].optimizer.ema_decay > 0)
       module, tvars = _transformer(cfgs[name], variables)
     else:
@@ -145,7 +147,7 @@ def score(config, recs, latents, video, truth, sam, idm, codec) -> tuple[dict, n
   """Mean metrics of one set of videos and SAM's depth visualization of them (uint8)."""
   from sem_repa_jax.eval import metrics
   from sem_repa_jax.eval.video_io import to_uint8
-  from sem_repa_jax.models.semrepa.frames import pool_face_embeddings
+  from sem_repa_jax.methods.semrepa.frames import pool_face_embeddings
   out = {}
   if video is not None:
     x, y = jnp.asarray(video[:, 1:]), jnp.asarray(truth[:, 1:])
@@ -237,7 +239,7 @@ def _backbone_note(config, cfgs) -> str:
 
 
 def _width(cfgs) -> int:
-  b = _semrepa.backbone_config(cfgs["finetune"])
+  b = factory.backbone_config(cfgs["finetune"])
   return b.num_attention_heads * b.attention_head_dim
 
 

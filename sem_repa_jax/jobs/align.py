@@ -8,8 +8,10 @@ import jax.numpy as jnp
 from absl import logging
 
 from sem_repa_jax.jobs import _semrepa
-from sem_repa_jax.models.semrepa.frames import pool_face_embeddings
-from sem_repa_jax.models.semrepa.losses import alignment_losses
+from sem_repa_jax.methods.semrepa import factory
+from sem_repa_jax.methods.semrepa.frames import pool_face_embeddings
+from sem_repa_jax.methods.semrepa.losses import alignment_losses
+from sem_repa_jax.training.fit import fit
 
 
 def make_loss_fn(model, config, alphas_cumprod):
@@ -34,11 +36,12 @@ def make_loss_fn(model, config, alphas_cumprod):
 
 
 def run(config) -> None:
-  model = _semrepa.build(**_semrepa.module_kwargs(config, with_backbone=False))
-  ab = _semrepa.alphas_cumprod(config)
-  ex = _semrepa.example_batch(_semrepa.record_dataset(config))
+  model = factory.build(**factory.module_kwargs(config, with_backbone=False))
+  ab = factory.alphas_cumprod(config)
+  dataset = _semrepa.record_dataset(config)
+  ex = _semrepa.example_batch(dataset)
   init_args = (ex["video_latents"], jnp.zeros((1,), jnp.int32))
-  state, _ = _semrepa.train(config, model, make_loss_fn(model, config, ab), init_args,
-                            num_steps=config.align.num_steps)
+  state, _ = fit(config, model, make_loss_fn(model, config, ab), init_args, dataset=dataset,
+                 num_steps=config.align.num_steps)
   dst = _semrepa.export_alignment_modules(config, state)
   logging.info("stage 1 done: alignment modules in %s", dst)

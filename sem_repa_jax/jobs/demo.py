@@ -17,6 +17,7 @@ import time
 from absl import logging
 
 from sem_repa_jax.jobs import _semrepa
+from sem_repa_jax.training import checkpoint
 
 
 def _child(config, workdir: str, job: str):
@@ -28,7 +29,6 @@ def _child(config, workdir: str, job: str):
 
 def stage_configs(config) -> dict:
   """The configs of every stage, derived from the demo config (see configs/demo.py)."""
-  from configs import annotate as annotate_config
   d, w = config.demo, config.workdir
   p = d.codec_spatial_factor
   if d.height % p or d.width % p or (d.num_frames - 1) % config.model.temporal_compression:
@@ -37,7 +37,8 @@ def stage_configs(config) -> dict:
                      f"{config.model.temporal_compression}k)")
   out = {}
   for split in ("train", "eval"):
-    a = annotate_config.get_config()
+    a = config.demo.annotate.copy_and_resolve_references()
+    a.unlock()
     a.workdir = os.path.join(w, "annotations", split)
     a.seed, a.progress_bar = config.seed, config.progress_bar
     a.data.root = os.path.join(w, "data", split)
@@ -98,7 +99,7 @@ def _annotate(a):
 
 def _train(c, run):
   num_steps = c.align.num_steps if c.job == "align" else c.finetune.num_steps
-  done = (_semrepa.latest_step(c.workdir) or 0) >= num_steps
+  done = (checkpoint.latest_step(c.workdir) or 0) >= num_steps
   if c.job == "align":
     done = done and os.path.isdir(c.finetune.alignment_dir)
   if done:

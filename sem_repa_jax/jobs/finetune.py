@@ -12,9 +12,12 @@ from absl import logging
 
 from sem_repa_jax.diffusion import schedules
 from sem_repa_jax.jobs import _semrepa
-from sem_repa_jax.models.semrepa.frames import pool_face_embeddings
-from sem_repa_jax.models.semrepa.losses import SemRepaLossConfig, finetune_losses
-from sem_repa_jax.models.semrepa.model import ALIGNMENT_MODULES, ALIGNMENT_PREFIXES
+from sem_repa_jax.methods.semrepa import factory
+from sem_repa_jax.methods.semrepa.frames import pool_face_embeddings
+from sem_repa_jax.methods.semrepa.losses import SemRepaLossConfig, finetune_losses
+from sem_repa_jax.methods.semrepa.model import ALIGNMENT_MODULES, ALIGNMENT_PREFIXES
+from sem_repa_jax.training.checkpoint import load_into
+from sem_repa_jax.training.fit import fit
 
 
 def image_conditioned(backbone, latent_channels: int) -> bool:
@@ -78,9 +81,10 @@ def run(config, dataset=None):
   if not f.alignment_dir:
     raise ValueError("config.finetune.alignment_dir is empty: give the stage-1 export "
                      f"(<align workdir>/{_semrepa.ALIGNMENT_DIRNAME})")
-  model = _semrepa.build(**_semrepa.module_kwargs(config, with_backbone=True))
-  ab = _semrepa.alphas_cumprod(config)
-  ex = _semrepa.example_batch(_semrepa.record_dataset(config) if dataset is None else dataset)
+  model = factory.build(**factory.module_kwargs(config, with_backbone=True))
+  ab = factory.alphas_cumprod(config)
+  dataset = _semrepa.record_dataset(config) if dataset is None else dataset
+  ex = _semrepa.example_batch(dataset)
   z = ex["video_latents"]
   x = model_input(z, ex["image_latents"], jnp.ones((1,), bool)) \
       if image_conditioned(model.backbone, m.latent_channels) else z
@@ -92,16 +96,15 @@ def run(config, dataset=None):
   frozen = ALIGNMENT_PREFIXES + (("buffers",) if has_buffers else ())
 
   def prepare(state):
-    state = _semrepa.load_into(state, f.alignment_dir, "frozen", only=ALIGNMENT_MODULES)
+    state = load_into(state, f.alignment_dir, "frozen", only=ALIGNMENT_MODULES)
     if m.pretrained_transformer:
-      state = _semrepa.load_into(state, m.pretrained_transformer, "params", "transformer")
+      state = load_into(state, m.pretrained_transformer, "params", "transformer")
       if has_buffers:
-        state = _semrepa.load_into(state, m.pretrained_transformer, "frozen", "transformer")
+        state = load_into(state, m.pretrained_transformer, "frozen", "transformer")
     return state
 
-  state, _ = _semrepa.train(config, model, make_loss_fn(model, config, ab), init_args,
-                            frozen_prefixes=frozen, prepare_state=prepare, num_steps=f.num_steps,
-                            dataset=dataset)
+  state, _ = fit(config, model, make_loss_fn(model, config, ab), init_args, dataset=dataset,
+                 frozen_prefixes=frozen, prepare_state=prepare, num_steps=f.num_steps)
   logging.info("stage 2 done at step %d; checkpoints in %s/checkpoints", int(state.step),
                config.workdir)
   return state

@@ -7,6 +7,8 @@ from typing import Any, Callable, Optional, Union
 
 import jax
 
+from sem_repa_jax.models import registry
+
 
 class PretrainedError(ValueError):
   """A converted-model folder that is missing pieces or names something that does not exist."""
@@ -33,9 +35,12 @@ def read_pretrained_config(path: str) -> dict:
 
 
 def build_module(path: str, **overrides):
-  """The Flax module described by `path`/config.json, with module kwargs overridden (e.g. dtype)."""
+  """The Flax module described by `path`/config.json, with module kwargs overridden (e.g. dtype).
+  The factory is the registry's for the folder's kind (models/registry.py), so folders keep loading
+  when a factory moves."""
   cfg = read_pretrained_config(path)
-  return _import(cfg["factory"])(**{**cfg["module_kwargs"], **overrides})
+  factory = registry.resolve(cfg["kind"], cfg["factory"])
+  return _import(factory)(**{**cfg["module_kwargs"], **overrides})
 
 
 Sharding = Union[None, jax.sharding.Sharding, Callable[[str, tuple], jax.sharding.Sharding]]
@@ -77,15 +82,17 @@ def load_pretrained(path: str, *, sharding: Sharding = None, cast_params_to: Opt
   return module, variables
 
 
-def save_pretrained(dst: str, *, kind: str, factory: str, module_kwargs: dict, variables,
-                    source: str = "", overwrite: bool = True) -> str:
+def save_pretrained(dst: str, *, kind: str, module_kwargs: dict, variables, source: str = "",
+                    overwrite: bool = True, factory: str | None = None) -> str:
   """Writes DST/config.json (kind, factory, module_kwargs, source) + DST/variables (Orbax).
 
   The folder appears whole or not at all: everything is written under a temporary sibling and
   renamed into place, so an interrupted save never leaves a half-written DST. Only process 0
   writes when `variables` are numpy arrays; jax arrays are saved collectively by all processes.
+  `factory` defaults to the registry's entry for `kind` (models/registry.py).
   """
   import orbax.checkpoint as ocp
+  factory = factory or registry.factory_of(kind)
   dst = os.path.abspath(dst)
   if os.path.exists(dst) and not overwrite:
     raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")

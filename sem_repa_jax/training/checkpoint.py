@@ -92,3 +92,78 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def latest_step(workdir: str) -> int | None:
+  """The last saved training step under <workdir>/checkpoints, or None (no checkpoint yet)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return None
+  return Checkpointer(workdir).latest_step()
+
+
+def restore_variables(workdir: str, step: int | None = None, ema: bool = False) -> tuple[int, dict]:
+  """(step, variables) of a training run's checkpoint: trained and frozen parts merged into one
+  tree for `module.apply`, as host numpy arrays (for evaluation and sampling after training). With
+  `ema`, the trained part is the exponential moving average (a run with optimizer.ema_decay > 0);
+  asking for it from a checkpoint without one is an error."""
+  import jax
+  from sem_repa_jax.training.train_state import merge
+  step = latest_step(workdir) if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train the stage first")
+  mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+  state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  mgr.close()
+  trained = state["params"]
+  if ema:
+    if not state.get("ema"):
+      raise ValueError(f"{workdir}/checkpoints/{step} holds no EMA of the parameters: train the "
+                       "stage with optimizer.ema_decay > 0 or sample the raw parameters")
+    trained = state["ema"]
+  return step, jax.device_get(merge(trained, state["frozen"] or {}))
+
+
+def load_into(state, path: str, attr: str, submodule: str | None = None,
+              only: tuple[str, ...] | None = None):
+  """Fills `state.<attr>` ('params' or 'frozen') from a load_pretrained folder, straight into the
+  state's shardings. With `submodule`, saved 'col/x' fills 'col/<submodule>/x' (a converted
+  backbone inside a method's tree); without, names must match. `only`: the top-level modules
+  ('col/<module>/...') to fill, the others keep their values (e.g. the alignment modules into a
+  state whose frozen arrays also hold the backbone's buffers). Within the collections it fills,
+  every saved array must find its place with the same shape, and every place under the submodule
+  (or the `only` modules) must be filled."""
+  import jax
+  from flax import traverse_util
+  from sem_repa_jax.models.pretrained import load_pretrained
+  flat = traverse_util.flatten_dict(dict(getattr(state, attr)), sep="/")
+
+  def saved_name(k):
+    if only is not None and k.split("/")[1] not in only:
+      return None
+    if submodule is None:
+      return k
+    col, name, rest = (k.split("/", 2) + ["", ""])[:3]
+    return f"{col}/{rest}" if name == submodule else None
+  places = {saved_name(k): k for k in flat if saved_name(k) is not None}
+  collections = {name.split("/")[0] for name in places}
+  elsewhere = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def sharding_of(name, shape):
+    if name.split("/")[0] not in collections:
+      return elsewhere          # another collection of the folder (loaded into the other attr)
+    if name not in places:
+      raise ValueError(f"{path}: saved array {name!r} {shape} has no place in this model "
+                       f"({attr}{'/' + submodule if submodule else ''})")
+    target = flat[places[name]]
+    if tuple(target.shape) != tuple(shape):
+      raise ValueError(f"{path}: saved {name!r} has shape {tuple(shape)}, the model expects "
+                       f"{tuple(target.shape)}")
+    return target.sharding
+  _, loaded = load_pretrained(path, sharding=sharding_of)
+  loaded = traverse_util.flatten_dict(dict(loaded), sep="/")
+  missing = sorted(set(places) - set(loaded))
+  if missing:
+    raise ValueError(f"{path} lacks {len(missing)} arrays this model needs, e.g. {missing[:5]}")
+  for name, k in places.items():  # (arrays of other collections are dropped here)
+    flat[k] = loaded[name].astype(flat[k].dtype)
+  return state.replace(**{attr: traverse_util.unflatten_dict(flat, sep="/")})

@@ -3,13 +3,38 @@
 `initialize_distributed(config)` must run before anything touches a device: on a cluster every
 process has to join the coordinator before `jax.devices()` can list the devices of all hosts.
 """
+import math
+
 import jax
 import numpy as np
 from absl import logging
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh
 
-from sem_repa_jax.config_checks import ConfigError, check_mesh_shape
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field and what was expected."""
+
+
+def check_mesh_shape(shape, axes, device_count: int) -> tuple[int, ...]:
+  """Resolves -1 in `shape` and checks that the mesh covers exactly `device_count` devices."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(axes):
+    raise ConfigError(f"mesh.shape {shape} has {len(shape)} entries but mesh.axes {tuple(axes)} "
+                      f"has {len(axes)}")
+  if sum(s == -1 for s in shape) > 1:
+    raise ConfigError(f"mesh.shape {shape}: at most one axis may be -1")
+  if any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"mesh.shape {shape}: sizes must be positive (or -1 for the rest)")
+  known = math.prod(s for s in shape if s != -1)
+  if device_count % known:
+    raise ConfigError(f"mesh.shape {shape} (product {known}) does not divide the "
+                      f"{device_count} available devices")
+  shape = tuple(device_count // known if s == -1 else s for s in shape)
+  if math.prod(shape) != device_count:
+    raise ConfigError(f"mesh.shape {shape} uses {math.prod(shape)} devices but "
+                      f"{device_count} are available")
+  return shape
 
 
 def initialize_distributed(config) -> None:

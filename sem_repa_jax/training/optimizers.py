@@ -14,32 +14,14 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
-
-def default_config() -> ml_collections.ConfigDict:
-  """The fields `make_optimizer` reads from `config.optimizer` (missing ones take these values)."""
-  c = ml_collections.ConfigDict()
-  c.learning_rate = 1e-4
-  c.schedule = "constant"        # 'constant' | 'warmup_cosine'
-  c.warmup_steps = 0             # linear warm-up from 0 (both schedules)
-  c.decay_steps = 0              # cosine: total steps including warm-up
-  c.end_lr_ratio = 0.0           # cosine: final lr = learning_rate * end_lr_ratio
-  c.b1 = 0.9
-  c.b2 = 0.999
-  c.eps = 1e-8
-  c.weight_decay = 1e-2          # decoupled (AdamW), on every trained parameter as torch AdamW
-  c.grad_clip_norm = 1.0         # global-norm clipping; 0 disables
-  c.moments_dtype = "float32"    # 'float32' | 'int8' (block-wise dynamic quantization)
-  c.block_size = 2048
-  c.min_quantized_size = 4096
-  c.ema_decay = 0.0              # > 0 keeps an exponential moving average of the params
-  return c
+from sem_repa_jax.training.optimizer_config import default_config  # noqa: F401 (re-exported)
 
 
-def resolve_config(cfg) -> ml_collections.ConfigDict:
+def resolve_config(cfg):
+  """`cfg` (config.optimizer, possibly partial) over the defaults; an unknown field is an error."""
   out = default_config()
   if cfg is not None:
     for key, value in cfg.items():

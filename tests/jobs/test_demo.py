@@ -11,6 +11,8 @@ import pytest
 
 from configs import demo as demo_config
 from sem_repa_jax.jobs import _semrepa, demo
+from sem_repa_jax.methods.semrepa import factory
+from sem_repa_jax.training import checkpoint
 from sem_repa_jax.models import load_pretrained
 
 STAGES = ("align", "finetune", "finetune_baseline")
@@ -61,7 +63,7 @@ def _lines(path):
 
 def test_artifacts_report_and_metrics(ran, capsys):
   for stage in STAGES:
-    assert _semrepa.latest_step(os.path.join(ran, stage)) == 3
+    assert checkpoint.latest_step(os.path.join(ran, stage)) == 3
     rows = [json.loads(line) for line in _lines(os.path.join(ran, stage, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(v) for r in rows for v in r.values())
@@ -92,7 +94,7 @@ def test_artifacts_report_and_metrics(ran, capsys):
   assert set(STAGES) | {"annotate_train", "annotate_eval", "sample", "export_backbone"} <= set(timings)
   # The exported backbone is stage 2's EMA transformer, in the converter's format.
   module, exported = load_pretrained(os.path.join(ran, "backbone"))
-  _, trained = _semrepa.restore_variables(os.path.join(ran, "finetune"), ema=True)
+  _, trained = checkpoint.restore_variables(os.path.join(ran, "finetune"), ema=True)
   assert type(module).__name__ == "CogVideoXTransformer3D"
   for a, b in zip(jax.tree.leaves(exported["params"]), jax.tree.leaves(trained["params"]["transformer"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -107,7 +109,7 @@ def test_rerun_reuses_finished_stages(ran, capsys):
   out = capsys.readouterr().out.strip().splitlines()
   assert out[-1].endswith(os.path.join(ran, "report.html"))
   for s in STAGES:
-    assert _semrepa.latest_step(os.path.join(ran, s)) == 3
+    assert checkpoint.latest_step(os.path.join(ran, s)) == 3
     assert _lines(os.path.join(ran, s, "metrics.jsonl")) == before[s]     # not retrained
   assert os.stat(npz).st_mtime_ns == mtime                               # not resampled
 
@@ -121,7 +123,7 @@ def test_shipped_backbone_is_the_demo_configs():
   module, shipped = load_pretrained(c.model.pretrained_transformer)
   described = c.copy_and_resolve_references()
   described.model.pretrained_transformer = ""
-  assert module.config == _semrepa.backbone_config(described)
+  assert module.config == factory.backbone_config(described)
   want = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), **example_inputs(module.config)))
   assert jax.tree.map(lambda x: (x.shape, x.dtype), want) == \
       jax.tree.map(lambda x: (x.shape, x.dtype), shipped)

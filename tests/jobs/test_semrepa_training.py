@@ -9,6 +9,8 @@ import numpy as np
 from flax import traverse_util
 
 from sem_repa_jax.jobs import _semrepa, finetune
+from sem_repa_jax.methods.semrepa import factory
+from sem_repa_jax.training import checkpoint
 from sem_repa_jax.models import load_pretrained
 from tests.jobs.semrepa_setup import training_config as _config
 
@@ -66,10 +68,10 @@ def test_stage2_trains_only_the_transformer_and_resumes_exactly(records, stage1,
 def test_stage2_sharded_step_equals_unsharded(records, stage1):
   from sem_repa_jax.training import loop, mesh as mesh_lib, optimizers, sharding
   from sem_repa_jax.training.train_state import make_train_state
-  from sem_repa_jax.models.semrepa.model import ALIGNMENT_PREFIXES
+  from sem_repa_jax.methods.semrepa.model import ALIGNMENT_PREFIXES
   c = _config(records, "/unused", "finetune", 1)
-  model = _semrepa.build(**_semrepa.module_kwargs(c, with_backbone=True))
-  loss_fn = finetune.make_loss_fn(model, c, _semrepa.alphas_cumprod(c))
+  model = factory.build(**factory.module_kwargs(c, with_backbone=True))
+  loss_fn = finetune.make_loss_fn(model, c, factory.alphas_cumprod(c))
   batch = next(iter(_semrepa.record_dataset(c)))
   z = jnp.asarray(batch["video_latents"][:1])
   x = finetune.model_input(z, jnp.asarray(batch["image_latents"][:1]), jnp.ones((1,), bool))

@@ -10,8 +10,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sem_repa_jax.models.cogvideox.transformer import CogVideoXTransformer3D, CogVideoXTransformerConfig
-from sem_repa_jax.models.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
-from sem_repa_jax.models.semrepa.structure_alignment import StructureAlignmentModule
+from sem_repa_jax.methods.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
+from sem_repa_jax.methods.semrepa.structure_alignment import StructureAlignmentModule
 
 ALIGNMENT_MODULES = ("structure_alignment", "id_alignment")
 ALIGNMENT_PREFIXES = tuple(f"params/{m}" for m in ALIGNMENT_MODULES)

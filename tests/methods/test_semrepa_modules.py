@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from sem_repa_jax.diffusion import schedules
-from sem_repa_jax.models.semrepa import losses
-from sem_repa_jax.models.semrepa.frames import latent_frame_groups, pool_face_embeddings
-from sem_repa_jax.models.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
+from sem_repa_jax.methods.semrepa import losses
+from sem_repa_jax.methods.semrepa.frames import latent_frame_groups, pool_face_embeddings
+from sem_repa_jax.methods.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
 
 
 def test_latent_frame_groups_follow_the_vae():
@@ -131,7 +131,7 @@ def test_gradients_reach_only_the_prediction():
 
 def test_structure_alignment_module_is_a_pruned_backbone():
   from sem_repa_jax.models.cogvideox.transformer import CogVideoXTransformerConfig
-  from sem_repa_jax.models.semrepa.structure_alignment import (StructureAlignmentModule,
+  from sem_repa_jax.methods.semrepa.structure_alignment import (StructureAlignmentModule,
                                                                structure_alignment_config)
   backbone = CogVideoXTransformerConfig(num_attention_heads=2, attention_head_dim=16, in_channels=8,
                                         out_channels=4, text_embed_dim=8, num_layers=4,
