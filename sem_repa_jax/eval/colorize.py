@@ -97,3 +97,15 @@ def depth_latent_to_visual(vae, variables, depth_latents, *, scaling_factor: flo
   if not scaling_factor:
     raise ValueError(f"depth_latent_to_visual: scaling_factor must be non-zero; got {scaling_factor!r}")
   return to_uint8(vae.apply(variables, depth_latents / scaling_factor, method="decode"))
+
+
+def nearness(depth_video_u8) -> np.ndarray:
+  """The inverse of `colorize_depth`: colorized depth (..., 3) uint8 -> normalized nearness in
+  [0, 1] by the nearest inferno entry (exact for a teacher's colorization, nearest for a model's)."""
+  x = np.asarray(depth_video_u8).reshape(-1, 3).astype(np.float32)
+  table = INFERNO.astype(np.float32)
+  idx = np.empty(len(x), np.int64)
+  for s in range(0, len(x), 65536):   # chunks bound the (pixels, 256) distance table
+    chunk = x[s:s + 65536]
+    idx[s:s + 65536] = np.argmin(((chunk[:, None] - table[None]) ** 2).sum(-1), axis=1)
+  return (idx / 255.0).reshape(np.shape(depth_video_u8)[:-1])

@@ -70,6 +70,15 @@ class Checkpointer:
     logging.info("restored step %d from %s", step, self.directory)
     return restored["state"]
 
+  def restore_saved(self, step: int | None = None) -> dict:
+    """The saved state of `step` (default: latest) as it was written, without a target tree:
+    nested dicts of host arrays (for reading a run after training, on any device set)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+    return self.manager.restore(int(step), args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+
   def restore_or(self, abstract_state, init_fn, data_iterator=None):
     """(state, step): the latest checkpoint if there is one, else `init_fn()` at step 0."""
     step = self.latest_step()
@@ -98,7 +107,11 @@ def latest_step(workdir: str) -> int | None:
   """The last saved training step under <workdir>/checkpoints, or None (no checkpoint yet)."""
   if not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return None
-  return Checkpointer(workdir).latest_step()
+  ckpt = Checkpointer(workdir)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
 
 
 def restore_variables(workdir: str, step: int | None = None, ema: bool = False) -> tuple[int, dict]:
@@ -111,9 +124,9 @@ def restore_variables(workdir: str, step: int | None = None, ema: bool = False) 
   step = latest_step(workdir) if step is None else step
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint: train the stage first")
-  mgr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
-  state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-  mgr.close()
+  ckpt = Checkpointer(workdir)
+  state = ckpt.restore_saved(step)
+  ckpt.close()
   trained = state["params"]
   if ema:
     if not state.get("ema"):
