@@ -1,12 +1,13 @@
 """Converters from public PyTorch/ONNX checkpoints to Flax variables saved with Orbax.
 
 Each kind is a module of this package that defines KIND (the CLI name), HELP (one line) and
-`convert(src, dst, dtype) -> dst`. `python -m conversion <kind> --src SRC --dst DST [--dtype]`.
+`convert(src, dst, dtype) -> dst`, which hands its reader, Rules and target shapes to the shared
+conversion.driver. `python -m conversion <kind> --src SRC --dst DST [--dtype]`.
 """
 import importlib
 import pkgutil
 
-_INFRA = {"mapping", "writer", "safetensors_io", "torch_io"}
+_INFRA = {"driver", "mapping", "writer", "safetensors_io", "torch_io"}
 
 
 def available_kinds() -> dict:

@@ -14,13 +14,14 @@ import os
 
 import numpy as np
 
-from conversion import mapping
+from conversion import driver, mapping
 from conversion.mapping import ConversionError, DictSource, Rule
 from conversion.safetensors_io import CheckpointError
+from sem_repa_jax.models.registry import factory_of
 
 KIND = "arcface"
 HELP = "insightface ArcFace IResNet (r18/34/50/100) from an .onnx file or a .pth state dict"
-FACTORY = "sem_repa_jax.models.encoders.arcface:build_iresnet"
+FACTORY = factory_of(KIND)
 
 
 def _bn_rules(src, params, stats, stack=None):
@@ -365,28 +366,32 @@ def load_arrays(src: str):
   return arrays, _config_from_arrays(arrays, src, **extra)
 
 
-def target_shapes(config) -> dict:
+def target_shapes(module) -> dict:
   import jax
   import jax.numpy as jnp
-  from sem_repa_jax.models.encoders.arcface import IResNet
-  s = config.input_size
-  return mapping.abstract_shapes(IResNet(config).init, jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
+  s = module.config.input_size
+  return mapping.abstract_shapes(module.init, jax.ShapeDtypeStruct((1, s, s, 3), jnp.float32))
 
 
 def convert_arrays(arrays: dict, config, src: str = "checkpoint") -> dict:
   """Flat {'params/...': array} of IResNet(config) from insightface-named arrays (strict)."""
-  return mapping.convert(DictSource(_rename_scanned(arrays)), RULES, target_shapes(config),
+  from sem_repa_jax.models.encoders.arcface import IResNet
+  return mapping.convert(DictSource(_rename_scanned(arrays)), RULES, target_shapes(IResNet(config)),
                          np.float32, src_name=src)
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
-  from conversion.writer import parse_dtype, save_converted
-  from sem_repa_jax.models.encoders.arcface import config_to_json
-  np_dtype = parse_dtype(dtype)
+def _read(src: str):
   arrays, config = load_arrays(src)
-  flat = convert_arrays(arrays, config, src)
+  return DictSource(_rename_scanned(arrays)), config
+
+
+def _module_kwargs(config, dtype: str) -> dict:
+  from sem_repa_jax.models.encoders.arcface import config_to_json
+  return dict(config=config_to_json(config), param_dtype=dtype)
+
+
+def convert(src: str, dst: str, dtype: str = "float32") -> str:
   # Running statistics stay float32: BN variances lose too much in bfloat16.
-  flat = {k: (v.astype(np_dtype) if k.startswith("params/") else v) for k, v in flat.items()}
-  return save_converted(dst, kind=KIND, factory=FACTORY,
-                        module_kwargs=dict(config=config_to_json(config), param_dtype=dtype),
-                        flat_variables=flat, source=os.path.abspath(src))
+  return driver.convert(src, dst, dtype, kind=KIND, read=_read, rules=lambda config: RULES,
+                        target_shapes=target_shapes, module_kwargs=_module_kwargs,
+                        keep_float32=("batch_stats/",))

@@ -3,17 +3,15 @@
 Checkpoints written by older transformers also hold the position_ids buffer; it is checked to be
 0..N-1 and set aside (the model derives positions from the patch grid).
 """
-import dataclasses
 import numpy as np
 
-from conversion import mapping
+from conversion import driver, mapping
 from conversion.mapping import ConversionError, Rule
-from conversion.safetensors_io import SafetensorsCheckpoint, read_config
-from conversion.writer import parse_dtype, save_converted
+from sem_repa_jax.models.registry import factory_of
 
 KIND = "clip-vision"
 HELP = "transformers CLIPVisionModelWithProjection folder (config.json + safetensors) -> Flax CLIP"
-FACTORY = "sem_repa_jax.models.encoders.clip:build_clip_vision"
+FACTORY = factory_of(KIND)
 
 _POSITION_IDS = "vision_model.embeddings.position_ids"
 
@@ -64,20 +62,8 @@ def target_shapes(module) -> dict:
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:
   from sem_repa_jax.models.encoders import clip
-  np_dtype = parse_dtype(dtype)
-  hf = read_config(src)
-  if hf.get("model_type", "clip_vision_model") not in ("clip_vision_model", "clip"):
-    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected "
-                                "'clip_vision_model' (a CLIPVisionModelWithProjection folder)"])
-  try:
-    cfg = clip.config_from_transformers(hf)
-  except (ValueError, TypeError) as e:
-    raise ConversionError(src, [f"config.json: {e}"]) from None
-  module_kwargs = {"config": dataclasses.asdict(cfg),
-                   "dtype": dtype, "param_dtype": dtype}
-  module = clip.build_clip_vision(**module_kwargs)
-  ckpt = SafetensorsCheckpoint(src)
-  flat = mapping.convert(_without_position_ids(ckpt, src), rules(cfg), target_shapes(module),
-                         np_dtype, src_name=src)
-  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
-                        flat_variables=flat, source=src)
+  read = driver.folder(clip.config_from_transformers, view=_without_position_ids,
+                       model_types=("clip_vision_model", "clip"),
+                       expected="a CLIPVisionModelWithProjection folder")
+  return driver.convert(src, dst, dtype, kind=KIND, read=read, rules=rules,
+                        target_shapes=target_shapes)

@@ -3,17 +3,13 @@
 SRC is the `transformer/` folder of a CogVideoX diffusers repository: config.json plus one or more
 *.safetensors (with their index when sharded). Works without torch, bfloat16 sources included.
 """
-import dataclasses
-import os
-
-from conversion import mapping
+from conversion import driver, mapping
 from conversion.mapping import Rule
-from conversion.safetensors_io import SafetensorsCheckpoint, read_config
-from conversion.writer import parse_dtype, save_converted
+from sem_repa_jax.models.registry import factory_of
 
 KIND = "cogvideox-transformer"
 HELP = "CogVideoX 2b/5b/5b-I2V/1.5 transformer (diffusers folder with config.json + safetensors)"
-FACTORY = "sem_repa_jax.models.cogvideox.transformer:build"
+FACTORY = factory_of(KIND)
 
 
 def rules(config) -> list[Rule]:
@@ -84,21 +80,6 @@ def target_shapes(module) -> dict:
 
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:
-  from sem_repa_jax.models.cogvideox.transformer import build, config_from_diffusers
-  np_dtype = parse_dtype(dtype)
-  raw = read_config(src)
-  try:
-    config = config_from_diffusers(raw)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{os.path.join(src, 'config.json')}: {e}") from None
-  config_kwargs = dataclasses.asdict(config)
-  module_kwargs = {"config": config_kwargs, "dtype": dtype, "param_dtype": dtype}
-  module = build(**module_kwargs)
-  source = SafetensorsCheckpoint(src)
-  try:
-    flat = mapping.convert(source, rules(config), target_shapes(module), dtype=np_dtype,
-                           src_name=src)
-  finally:
-    source.close()
-  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
-                        flat_variables=flat, source=os.path.abspath(src))
+  from sem_repa_jax.models.cogvideox.transformer import config_from_diffusers
+  return driver.convert(src, dst, dtype, kind=KIND, read=driver.folder(config_from_diffusers),
+                        rules=rules, target_shapes=target_shapes)

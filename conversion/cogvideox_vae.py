@@ -3,19 +3,15 @@
 Parameter paths mirror diffusers' module names (down_blocks.0 -> down_blocks_0, GroupNorm weight ->
 scale, the CausalConv3d wrapper's inner `.conv` dropped, downsamplers.0 -> downsampler).
 """
-import dataclasses
-import os
-
 import numpy as np
 
-from conversion import mapping
+from conversion import driver, mapping
 from conversion.mapping import Rule
-from conversion.safetensors_io import SafetensorsCheckpoint, read_config
-from conversion.writer import parse_dtype, save_converted
+from sem_repa_jax.models.registry import factory_of
 
 KIND = "cogvideox-vae"
 HELP = "CogVideoX 3D causal VAE from a diffusers AutoencoderKLCogVideoX folder (e.g. CogVideoX-2b/vae)"
-FACTORY = "sem_repa_jax.models.cogvideox.vae:cogvideox_vae"
+FACTORY = factory_of(KIND)
 
 _PREFIXES = [
     (r"(?P<part>encoder|decoder)\.(?P<blk>down_blocks|up_blocks)\.(?P<bi>\d+)\.resnets\.(?P<ri>\d+)\.",
@@ -58,20 +54,11 @@ def target_shapes(module) -> dict:
 
 def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint") -> dict:
   """Flat Flax variables from a Source of diffusers tensors; strict (see conversion.mapping)."""
-  from sem_repa_jax.models.cogvideox.vae import cogvideox_vae
-  module = cogvideox_vae(dataclasses.asdict(config))
+  module = driver.build(KIND, driver.standard_kwargs(config, "float32"))
   return mapping.convert(source, RULES, target_shapes(module), dtype=dtype, src_name=src_name)
 
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:
   from sem_repa_jax.models.cogvideox.vae import config_from_diffusers
-  np_dtype = parse_dtype(dtype)
-  config = config_from_diffusers(read_config(src), name=os.path.join(src, "config.json"))
-  ckpt = SafetensorsCheckpoint(src)
-  try:
-    flat = convert_arrays(ckpt, config, np_dtype, src_name=src)
-  finally:
-    ckpt.close()
-  kwargs = {"config": dataclasses.asdict(config), "dtype": dtype, "param_dtype": dtype}
-  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=kwargs,
-                        flat_variables=flat, source=os.path.abspath(src))
+  return driver.convert(src, dst, dtype, kind=KIND, read=driver.folder(config_from_diffusers),
+                        rules=lambda config: RULES, target_shapes=target_shapes)

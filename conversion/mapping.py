@@ -64,6 +64,10 @@ class SubsetSource:
   def get(self, name):
     return self.source.get(name)
 
+  def close(self):
+    if hasattr(self.source, "close"):
+      self.source.close()
+
 
 # Transforms from PyTorch layouts to Flax layouts.
 def split_axis(x, axis: int, parts: tuple):

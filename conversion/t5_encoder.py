@@ -4,17 +4,15 @@ The token embedding is tied: checkpoints hold `shared.weight`, `encoder.embed_to
 (then they must be equal). A full T5 (encoder-decoder) folder also converts: its decoder.* and
 lm_head.* tensors are set aside, as T5EncoderModel.from_pretrained does.
 """
-import dataclasses
 import numpy as np
 
-from conversion import mapping
+from conversion import driver, mapping
 from conversion.mapping import ConversionError, Rule
-from conversion.safetensors_io import SafetensorsCheckpoint, read_config
-from conversion.writer import parse_dtype, save_converted
+from sem_repa_jax.models.registry import factory_of
 
 KIND = "t5-encoder"
 HELP = "transformers T5EncoderModel folder (config.json + safetensors) -> Flax T5Encoder"
-FACTORY = "sem_repa_jax.models.encoders.t5:build_t5_encoder"
+FACTORY = factory_of(KIND)
 
 _IGNORED_PREFIXES = ("decoder.", "lm_head.")
 
@@ -61,20 +59,7 @@ def target_shapes(module) -> dict:
 
 def convert(src: str, dst: str, dtype: str = "float32") -> str:
   from sem_repa_jax.models.encoders import t5
-  np_dtype = parse_dtype(dtype)
-  hf = read_config(src)
-  if hf.get("model_type", "t5") not in ("t5", "mt5"):
-    raise ConversionError(src, [f"config.json: model_type {hf['model_type']!r}, expected 't5' "
-                                "(a T5EncoderModel folder such as CogVideoX's text_encoder/)"])
-  try:
-    cfg = t5.config_from_transformers(hf)
-  except ValueError as e:
-    raise ConversionError(src, [f"config.json: {e}"]) from None
-  module_kwargs = {"config": dataclasses.asdict(cfg),
-                   "dtype": dtype, "param_dtype": dtype}
-  module = t5.build_t5_encoder(**module_kwargs)
-  ckpt = SafetensorsCheckpoint(src)
-  flat = mapping.convert(_encoder_view(ckpt, src), rules(cfg), target_shapes(module), np_dtype,
-                         src_name=src)
-  return save_converted(dst, kind=KIND, factory=FACTORY, module_kwargs=module_kwargs,
-                        flat_variables=flat, source=src)
+  read = driver.folder(t5.config_from_transformers, view=_encoder_view, model_types=("t5", "mt5"),
+                       expected="a T5EncoderModel folder such as CogVideoX's text_encoder/")
+  return driver.convert(src, dst, dtype, kind=KIND, read=read, rules=rules,
+                        target_shapes=target_shapes)

@@ -15,11 +15,12 @@ def parse_dtype(name: str):
   return table[name]
 
 
-def save_converted(dst: str, *, kind: str, factory: str, module_kwargs: dict, flat_variables: dict,
-                   source: str, overwrite: bool = True) -> str:
+def save_converted(dst: str, *, kind: str, module_kwargs: dict, flat_variables: dict, source: str,
+                   overwrite: bool = True, factory: str | None = None) -> str:
   """Saves flat {'params/a/kernel': array} variables and the recipe for the module.
 
-  factory: 'package.module:callable' that returns the Flax module from **module_kwargs.
+  factory: 'package.module:callable' that returns the Flax module from **module_kwargs; by default
+  the model registry's entry for `kind`.
   """
   return save_pretrained(dst, kind=kind, factory=factory, module_kwargs=module_kwargs,
                          variables=unflatten(flat_variables), source=source, overwrite=overwrite)

@@ -1,6 +1,7 @@
 """Synthetic annotation records and a stage-1 export, shared by the SemanticREPA job tests (one of
 each per test session: annotation and stage 1 are the slow parts)."""
 import os
+import pathlib
 
 import pytest
 
@@ -28,3 +29,11 @@ def stage1(records, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("align")
   align.run(training_config(records, workdir, "align", 12))
   return str(workdir)
+
+
+def pytest_collection_modifyitems(items):
+  """Every job test is `slow` (pytest.ini): `-m "not slow"` leaves them out of a quick loop."""
+  here = pathlib.Path(__file__).parent
+  for item in items:
+    if here in item.path.parents:
+      item.add_marker(pytest.mark.slow)

@@ -11,11 +11,10 @@ import jax
 import jax.numpy as jnp
 
 from conversion import arcface as conv_arcface
-from conversion.__main__ import main as conversion_main
-from conversion.mapping import ConversionError
 from conversion.safetensors_io import CheckpointError
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.encoders.arcface import IResNet, IResNetConfig, fold_batchnorm
+from tests import parity
 
 LAYERS, WIDTHS, FEATURES, SIZE = (1, 2, 1, 2), (8, 16, 16, 32), 16, 32
 
@@ -76,30 +75,11 @@ class TorchIResNet(nn.Module):
     return self.features(x)
 
 
-def _randomize(model, seed=0):
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, (nn.Conv2d, nn.Linear)):
-        fan_in = m.weight[0].numel()
-        m.weight.copy_(torch.randn(m.weight.shape, generator=g) * (0.5 / fan_in) ** 0.5)
-        if m.bias is not None:
-          m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-      elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        n = m.num_features
-        m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-        m.bias.copy_(torch.randn(n, generator=g) * 0.1)
-        m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-        m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-      elif isinstance(m, nn.PReLU):
-        m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5)
-  return model.eval()
-
-
 @pytest.fixture(scope="module")
 def reference():
   torch.manual_seed(0)
-  model = _randomize(TorchIResNet(LAYERS, WIDTHS, FEATURES, SIZE))
+  model = parity.randomize(TorchIResNet(LAYERS, WIDTHS, FEATURES, SIZE), spread=0.1,
+                           gain=0.5 ** 0.5).eval()
   faces = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
   # The gradient of <w, emb> w.r.t. the faces (the HJB face step differentiates this path).
   # .contiguous(), not .clone(): a channels-last-strided input makes torch 2.13's CPU backward
@@ -125,9 +105,8 @@ def _ort(path, x_nchw):
 def test_pth_parity_and_input_gradient(reference, tmp_path):
   model, faces, want, grads = reference
   torch.save(model.state_dict(), tmp_path / "backbone.pth")
-  assert conversion_main(["arcface", "--src", str(tmp_path / "backbone.pth"),
-                          "--dst", str(tmp_path / "r")]) == 0
-  module, variables = load_pretrained(str(tmp_path / "r"))
+  module, variables = load_pretrained(parity.convert("arcface", tmp_path / "backbone.pth",
+                                                     tmp_path / "r"))
   assert module.config.layers == LAYERS and not module.config.folded
   assert module.config.input_size == SIZE and module.config.num_features == FEATURES
   assert float(jnp.max(jnp.abs(module.apply(variables, faces) - want))) <= 1e-4
@@ -166,8 +145,7 @@ def test_onnx_parity(reference, tmp_path, merged):
 
   arrays, cfg = conv_arcface.load_arrays(str(path))
   assert cfg.folded == merged and cfg.layers == LAYERS and cfg.widths == WIDTHS
-  dst = conv_arcface.convert(str(path), str(tmp_path / "onnx_r"))
-  module, variables = load_pretrained(dst)
+  module, variables = load_pretrained(parity.convert("arcface", path, tmp_path / "onnx_r"))
   got = np.asarray(module.apply(variables, faces))
   x = np.ascontiguousarray(faces.transpose(0, 3, 1, 2))
   if merged:
@@ -189,21 +167,35 @@ def test_onnx_strictness(reference, tmp_path):
   m = onnx.load(str(path))
   m.graph.initializer.append(onnx.numpy_helper.from_array(np.zeros(3, np.float32), "stray"))
   onnx.save(m, str(tmp_path / "extra.onnx"))
-  with pytest.raises(ConversionError, match="unused initializer 'stray'"):
-    conv_arcface.load_arrays(str(tmp_path / "extra.onnx"))
+  parity.conversion_error("arcface", tmp_path / "extra.onnx", tmp_path / "out",
+                          match="unused initializer 'stray'")
 
   m = onnx.load(str(path))
   conv = next(n for n in m.graph.node if n.op_type == "Conv")
   next(a for a in conv.attribute if a.name == "strides").ints[:] = [2, 2]
   onnx.save(m, str(tmp_path / "stride.onnx"))
-  with pytest.raises(CheckpointError, match=r"\(stem\) has strides=\[2, 2\], expected \[1, 1\]"):
-    conv_arcface.load_arrays(str(tmp_path / "stride.onnx"))
+  parity.conversion_error("arcface", tmp_path / "stride.onnx", tmp_path / "out",
+                          error=CheckpointError,
+                          match=r"\(stem\) has strides=\[2, 2\], expected \[1, 1\]")
 
   sd = {k: v for k, v in model.state_dict().items() if k != "layer2.1.conv2.weight"}
   torch.save(sd, tmp_path / "partial.pth")
-  arrays, cfg = conv_arcface.load_arrays(str(tmp_path / "partial.pth"))
-  with pytest.raises(ConversionError, match="layer2_rest/conv2/conv/kernel"):
-    conv_arcface.convert_arrays(arrays, cfg, "partial.pth")
+  parity.conversion_error("arcface", tmp_path / "partial.pth", tmp_path / "out",
+                          match="layer2_rest/conv2/conv/kernel")
+
+
+def test_bfloat16_keeps_running_statistics_float32(reference, tmp_path):
+  model, faces, want, _ = reference
+  torch.save(model.state_dict(), tmp_path / "backbone.pth")
+  dst = parity.convert("arcface", tmp_path / "backbone.pth", tmp_path / "bf16", dtype="bfloat16")
+  module, variables = load_pretrained(dst)
+  dtypes = lambda tree: {str(x.dtype) for x in jax.tree_util.tree_leaves(tree)}
+  assert dtypes(variables["params"]) == {"bfloat16"}
+  assert dtypes(variables["batch_stats"]) == {"float32"}
+  got = np.asarray(module.apply(variables, faces), np.float32)
+  rel = np.abs(got - want).max() / np.abs(want).max()
+  print(f"ArcFace bf16 weights: max abs err relative to output max {rel:.3e}")
+  assert rel < 0.05
 
 
 def test_unrolled_blocks_same_function():

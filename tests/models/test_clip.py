@@ -1,18 +1,15 @@
 """CLIP vision encoder and SVD's CLIP preprocessing: parity with transformers and diffusers."""
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
 
 from conversion import clip_vision
-from conversion.mapping import ConversionError
 from sem_repa_jax.models.encoders import clip, clip_preprocess
 from sem_repa_jax.models.pretrained import load_pretrained
+from tests import parity
 
 TINY = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
             patch_size=8, image_size=32, projection_dim=12, hidden_act="gelu",
@@ -21,16 +18,10 @@ TINY = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_atten
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  torch.manual_seed(0)
-  model = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**TINY)).eval()
-  with torch.no_grad():   # default init leaves norms at (1, 0); randomize them so they are checked
-    for name, p in model.named_parameters():
-      if "norm" in name:
-        p.normal_(0.0, 0.5).add_(1.0 if name.endswith("weight") else 0.0)
-  src = str(tmp_path_factory.mktemp("clip_src"))
-  model.save_pretrained(src)
-  dst = clip_vision.convert(src, str(tmp_path_factory.mktemp("clip") / "converted"))
-  return model, src, dst
+  torch.manual_seed(0)   # the default init leaves norms at (1, 0): randomize them to check them
+  model = parity.randomize(transformers.CLIPVisionModelWithProjection(
+      transformers.CLIPVisionConfig(**TINY)).eval(), norms_only=True, spread=0.5)
+  return (model, *parity.round_trip(model, clip_vision.KIND, tmp_path_factory.mktemp("clip")))
 
 
 def test_parity_all_outputs(reference):
@@ -64,26 +55,23 @@ def test_quick_gelu_and_presets():
 
 
 def test_conversion_errors_are_readable(reference, tmp_path):
-  model, src, _ = reference
-  state = {k: v.contiguous() for k, v in model.state_dict().items()}
-  state["vision_model.embeddings.position_ids"] = torch.arange(17)[None]   # old checkpoints
-  del state["visual_projection.weight"]
-  state["vision_model.encoder.layers.1.mlp.fc1.bias"] = torch.zeros(5)
-  state["text_model.final_layer_norm.weight"] = torch.zeros(16)
-  save_file(state, str(tmp_path / "model.safetensors"))
-  with open(os.path.join(src, "config.json")) as f:
-    (tmp_path / "config.json").write_text(f.read())
-  with pytest.raises(ConversionError) as e:
-    clip_vision.convert(str(tmp_path), str(tmp_path / "out"))
-  msg = str(e.value)
+  _, src, _ = reference
+
+  def corrupt(state):
+    state["vision_model.embeddings.position_ids"] = np.arange(17)[None]   # old checkpoints
+    del state["visual_projection.weight"]
+    state["vision_model.encoder.layers.1.mlp.fc1.bias"] = np.zeros(5, np.float32)
+    state["text_model.final_layer_norm.weight"] = np.zeros(16, np.float32)
+  folder = parity.edited_copy(src, tmp_path / "corrupt", corrupt)
+  e = parity.conversion_error(clip_vision.KIND, folder, tmp_path / "out")
+  msg = str(e)
   assert "missing: model parameter 'params/visual_projection/kernel'" in msg
   assert "shape mismatch: source 'vision_model.encoder.layers.1.mlp.fc1.bias'" in msg
   assert "unused source tensor 'text_model.final_layer_norm.weight'" in msg
-  assert "position_ids" not in msg and len(e.value.problems) == 3
-  assert not (tmp_path / "out").exists()
-  (tmp_path / "config.json").write_text('{"model_type": "t5"}')
-  with pytest.raises(ConversionError, match="model_type 't5', expected 'clip_vision_model'"):
-    clip_vision.convert(str(tmp_path), str(tmp_path / "out"))
+  assert "position_ids" not in msg and len(e.problems) == 3
+  (tmp_path / "corrupt" / "config.json").write_text('{"model_type": "t5"}')
+  parity.conversion_error(clip_vision.KIND, folder, tmp_path / "out",
+                          match="model_type 't5', expected 'clip_vision_model'")
 
 
 @pytest.mark.parametrize("height,width", [(96, 160), (20, 30)])

@@ -20,16 +20,16 @@ from diffusers import CogVideoXTransformer3DModel
 from jax.sharding import PartitionSpec as P
 from diffusers.models.embeddings import get_3d_rotary_pos_embed
 from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
-from safetensors.numpy import load_file, save_file
 
 from conversion import cogvideox_transformer as converter
 from conversion.__main__ import main as conversion_cli
-from conversion.mapping import ConversionError, plan
+from conversion.mapping import plan
 from conversion.safetensors_io import CheckpointError
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.cogvideox.transformer import (PRESETS, CogVideoXTransformer3D,
                                                        CogVideoXTransformerConfig,
                                                        config_from_diffusers)
+from tests import parity
 
 TINY = dict(num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=3,
             time_embed_dim=24, text_embed_dim=20, num_layers=2, sample_width=8, sample_height=12,
@@ -46,23 +46,6 @@ VARIANTS = {
     "1.5-5b": (dict(TINY, **V15), [(2, 6, 10)]),
     "1.5-5b-i2v": (dict(TINY, **V15, in_channels=8, ofs_embed_dim=24), [(4, 6, 10)]),
 }
-
-
-def _randomize(model, seed):
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      r = torch.randn(p.shape, generator=g)
-      if name.endswith("norm.weight") or ".norm_" in name and name.endswith("weight") or \
-          name == "norm_final.weight":
-        p.copy_(1.0 + 0.2 * r)
-      elif p.ndim == 1:
-        p.copy_(0.2 * r)
-      else:
-        p.copy_(r / np.sqrt(np.prod(p.shape[1:])))
-    for name, b in model.named_buffers():
-      if name == "patch_embed.pos_embedding" and model.config.use_learned_positional_embeddings:
-        b.copy_(0.5 * torch.randn(b.shape, generator=g))
 
 
 def _diffusers_rope(kw, frames, h, w):
@@ -109,17 +92,14 @@ def built(tmp_path_factory):
       kw = VARIANTS[variant][0]
       torch.manual_seed(0)
       model = CogVideoXTransformer3DModel(**kw).eval()
-      _randomize(model, seed=len(cache))
-      root = tmp_path_factory.mktemp(variant)
+      learned = model.config.use_learned_positional_embeddings
+      parity.randomize(model, seed=len(cache),
+                       buffers={"patch_embed.pos_embedding": 0.5} if learned else None)
       # Sharded (index file) for some variants, a single file for the others.
       shard = "30KB" if variant in ("2b", "1.5-5b-i2v") else "10GB"
-      model.save_pretrained(root / "src", max_shard_size=shard)
-      if variant == "5b":
-        assert conversion_cli([converter.KIND, "--src", str(root / "src"),
-                               "--dst", str(root / "dst")]) == 0
-      else:
-        converter.convert(str(root / "src"), str(root / "dst"))
-      cache[variant] = (model, kw, str(root / "dst"), str(root / "src"))
+      src, dst = parity.round_trip(model, converter.KIND, tmp_path_factory.mktemp(variant),
+                                   max_shard_size=shard)
+      cache[variant] = (model, kw, dst, src)
     return cache[variant]
 
   return get
@@ -170,35 +150,27 @@ def test_bfloat16_conversion_without_torch(built, tmp_path):
   assert rel < 0.05
 
 
-def _corrupt(src, dst, edit):
-  os.makedirs(dst)
-  shutil.copy(os.path.join(src, "config.json"), dst)
-  arrays = load_file(os.path.join(src, "diffusion_pytorch_model.safetensors"))
-  edit(arrays)
-  save_file(arrays, os.path.join(dst, "diffusion_pytorch_model.safetensors"))
-
-
 def test_corrupted_folders_give_readable_errors(built, tmp_path, capsys):
   _, _, _, src = built("5b")
   key = "transformer_blocks.1.attn1.to_k.weight"
-  _corrupt(src, tmp_path / "missing", lambda a: a.pop(key))
-  with pytest.raises(ConversionError, match=r"transformer_blocks/attn1/to_k/kernel.*missing \[1\]"):
-    converter.convert(str(tmp_path / "missing"), str(tmp_path / "out"))
+  missing = parity.edited_copy(src, tmp_path / "missing", lambda a: a.pop(key))
+  parity.conversion_error(converter.KIND, missing, tmp_path / "out",
+                          match=r"transformer_blocks/attn1/to_k/kernel.*missing \[1\]")
 
   def wrong_shape(a):
     a["norm_out.linear.weight"] = a["norm_out.linear.weight"][:, :-1].copy()
     a["stray.weight"] = np.zeros(3, np.float32)
-  _corrupt(src, tmp_path / "shape", wrong_shape)
-  with pytest.raises(ConversionError) as e:
-    converter.convert(str(tmp_path / "shape"), str(tmp_path / "out"))
-  assert "shape mismatch: source 'norm_out.linear.weight'" in str(e.value)
-  assert "unused source tensor 'stray.weight'" in str(e.value)
+  shape = parity.edited_copy(src, tmp_path / "shape", wrong_shape)
+  e = parity.conversion_error(converter.KIND, shape, tmp_path / "out")
+  assert "shape mismatch: source 'norm_out.linear.weight'" in str(e)
+  assert "unused source tensor 'stray.weight'" in str(e)
 
   shutil.copytree(src, tmp_path / "truncated")
   path = tmp_path / "truncated" / "diffusion_pytorch_model.safetensors"
   os.truncate(path, os.path.getsize(path) - 100)
-  with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors.*truncated"):
-    converter.convert(str(tmp_path / "truncated"), str(tmp_path / "out"))
+  parity.conversion_error(converter.KIND, tmp_path / "truncated", tmp_path / "out",
+                          error=CheckpointError,
+                          match="diffusion_pytorch_model.safetensors.*truncated")
   assert conversion_cli([converter.KIND, "--src", str(tmp_path / "truncated"),
                          "--dst", str(tmp_path / "out")]) == 1
   assert "truncated" in capsys.readouterr().err

@@ -11,13 +11,12 @@ import pytest
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from conversion import available_kinds
 from conversion import cogvideox_vae as conv
-from conversion.mapping import ConversionError, DictSource
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.cogvideox.vae import (Tiling, chunk_plan, config_from_diffusers,
                                                sample_posterior)
 from sem_repa_jax.models.cogvideox.vae_blocks import CausalConv3d
+from tests import parity
 
 H, W, LATENT = 16, 24, 4
 TOL = 1e-4
@@ -30,22 +29,14 @@ def _tiny_reference():
   ref = AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=LATENT,
                                layers_per_block=1, norm_num_groups=4, sample_height=48,
                                sample_width=40).eval()
-  g = torch.Generator().manual_seed(1)
-  with torch.no_grad():
-    for name, p in ref.named_parameters():
-      if "norm" in name and p.ndim == 1:
-        base = 1.0 if name.endswith("weight") else 0.0
-        p.copy_(base + 0.3 * torch.randn(p.shape, generator=g))
-  return ref
+  return parity.randomize(ref, seed=1, norms_only=True, spread=0.3)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   ref = _tiny_reference()
-  root = tmp_path_factory.mktemp("cogvideox_vae")
-  ref.save_pretrained(root / "src")
-  available_kinds()["cogvideox-vae"].convert(str(root / "src"), str(root / "dst"))
-  module, variables = load_pretrained(str(root / "dst"))
+  _, dst = parity.round_trip(ref, conv.KIND, tmp_path_factory.mktemp("cogvideox_vae"))
+  module, variables = load_pretrained(dst)
   return ref, module, variables
 
 
@@ -157,16 +148,16 @@ def test_sample_posterior_statistics():
   assert abs(z.mean() - 0.5) < 0.05 and abs(z.std() - 0.5) < 0.05
 
 
-def test_conversion_reports_missing_and_misshaped_keys():
+def test_conversion_reports_missing_and_misshaped_keys(tmp_path):
   ref = AutoencoderKLCogVideoX(block_out_channels=(8, 16, 16, 16), latent_channels=LATENT,
                                layers_per_block=1, norm_num_groups=4)
-  cfg = config_from_diffusers(dict(ref.config))
-  arrays = {k: v.numpy() for k, v in ref.state_dict().items()}
-  del arrays["decoder.up_blocks.1.resnets.0.norm2.conv_b.conv.bias"]
-  arrays["encoder.conv_out.conv.weight"] = np.zeros((8, 12, 3, 3, 3), np.float32)
-  with pytest.raises(ConversionError) as e:
-    conv.convert_arrays(DictSource(arrays), cfg, src_name="vae-folder")
-  msg = str(e.value)
+  ref.save_pretrained(tmp_path / "src")
+
+  def corrupt(arrays):
+    del arrays["decoder.up_blocks.1.resnets.0.norm2.conv_b.conv.bias"]
+    arrays["encoder.conv_out.conv.weight"] = np.zeros((8, 12, 3, 3, 3), np.float32)
+  folder = parity.edited_copy(tmp_path / "src", tmp_path / "vae-folder", corrupt)
+  msg = str(parity.conversion_error(conv.KIND, folder, tmp_path / "out"))
   assert "vae-folder" in msg
   assert "params/decoder/up_blocks_1/resnets_0/norm2/conv_b/bias" in msg and "missing" in msg
   assert "shape mismatch: source 'encoder.conv_out.conv.weight'" in msg

@@ -1,19 +1,15 @@
 """T5 v1.1 encoder: parity with transformers' T5EncoderModel through the real conversion path."""
-import json
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
-from safetensors.torch import save_file
 
 from conversion import t5_encoder
-from conversion.mapping import ConversionError
 from sem_repa_jax.models.encoders import t5
 from sem_repa_jax.models.pretrained import load_pretrained
+from tests import parity
 
 TINY = dict(vocab_size=64, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_heads=2,
             relative_attention_num_buckets=8, relative_attention_max_distance=16,
@@ -22,16 +18,10 @@ TINY = dict(vocab_size=64, d_model=16, d_kv=8, d_ff=24, num_layers=2, num_heads=
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  torch.manual_seed(0)
-  model = transformers.T5EncoderModel(transformers.T5Config(**TINY)).eval()
-  with torch.no_grad():   # default init leaves norms at 1; randomize them so they are checked
-    for name, p in model.named_parameters():
-      if "layer_norm" in name:
-        p.uniform_(0.5, 1.5)
-  src = str(tmp_path_factory.mktemp("t5_src"))
-  model.save_pretrained(src)
-  dst = t5_encoder.convert(src, str(tmp_path_factory.mktemp("t5") / "converted"))
-  return model, src, dst
+  torch.manual_seed(0)   # the default init leaves norms at 1: randomize them to check them
+  model = parity.randomize(transformers.T5EncoderModel(transformers.T5Config(**TINY)).eval(),
+                           norms_only=True, spread=0.3)
+  return (model, *parity.round_trip(model, t5_encoder.KIND, tmp_path_factory.mktemp("t5")))
 
 
 def test_relative_position_buckets_match_transformers():
@@ -108,53 +98,37 @@ def test_logical_axes_on_parameters():
 
 
 def test_sharded_checkpoint_with_both_tied_names(reference, tmp_path):
-  model, src, _ = reference
-  state = {k: v.contiguous() for k, v in model.state_dict().items()}
-  state["encoder.embed_tokens.weight"] = state["shared.weight"].clone()
-  names = sorted(state)
-  half = len(names) // 2
-  shards = {"model-00001-of-00002.safetensors": names[:half],
-            "model-00002-of-00002.safetensors": names[half:]}
-  for fname, keys in shards.items():
-    save_file({k: state[k] for k in keys}, str(tmp_path / fname))
-  with open(tmp_path / "model.safetensors.index.json", "w") as f:
-    json.dump({"weight_map": {k: fn for fn, ks in shards.items() for k in ks}}, f)
-  with open(os.path.join(src, "config.json")) as f:
-    (tmp_path / "config.json").write_text(f.read())
-  dst = t5_encoder.convert(str(tmp_path), str(tmp_path / "out"), dtype="bfloat16")
+  _, src, _ = reference
+  state = parity.read_folder(src)
+  state["encoder.embed_tokens.weight"] = state["shared.weight"].copy()
+  folder = parity.write_folder(state, tmp_path / "sharded", config_from=src, shards=2)
+  dst = parity.convert(t5_encoder.KIND, folder, tmp_path / "out", dtype="bfloat16")
   _, variables = load_pretrained(dst)
   emb = np.asarray(variables["params"]["shared"]["embedding"], np.float32)
-  np.testing.assert_allclose(emb, state["shared.weight"].numpy(), rtol=1e-2, atol=1e-2)
+  np.testing.assert_allclose(emb, state["shared.weight"], rtol=1e-2, atol=1e-2)
 
   state["encoder.embed_tokens.weight"] += 1.0
-  save_file({k: state[k] for k in shards["model-00001-of-00002.safetensors"]},
-            str(tmp_path / "model-00001-of-00002.safetensors"))
-  save_file({k: state[k] for k in shards["model-00002-of-00002.safetensors"]},
-            str(tmp_path / "model-00002-of-00002.safetensors"))
-  with pytest.raises(ConversionError, match="shared.weight and encoder.embed_tokens.weight differ"):
-    t5_encoder.convert(str(tmp_path), str(tmp_path / "out2"))
+  parity.write_folder(state, folder, config_from=src, shards=2)
+  parity.conversion_error(t5_encoder.KIND, folder, tmp_path / "out2",
+                          match="shared.weight and encoder.embed_tokens.weight differ")
 
 
 def test_conversion_errors_are_readable(reference, tmp_path):
-  model, src, _ = reference
-  state = {k: v.contiguous() for k, v in model.state_dict().items()
-           if k != "encoder.embed_tokens.weight"}
-  del state["encoder.block.1.layer.1.DenseReluDense.wi_1.weight"]
-  state["encoder.block.0.layer.0.SelfAttention.q.weight"] = torch.zeros(3, 16)
-  state["encoder.extra.weight"] = torch.zeros(2)
-  save_file(state, str(tmp_path / "model.safetensors"))
-  with open(os.path.join(src, "config.json")) as f:
-    (tmp_path / "config.json").write_text(f.read())
-  with pytest.raises(ConversionError) as e:
-    t5_encoder.convert(str(tmp_path), str(tmp_path / "out"))
-  msg = str(e.value)
+  _, src, _ = reference
+
+  def corrupt(state):
+    state.pop("encoder.embed_tokens.weight", None)
+    del state["encoder.block.1.layer.1.DenseReluDense.wi_1.weight"]
+    state["encoder.block.0.layer.0.SelfAttention.q.weight"] = np.zeros((3, 16), np.float32)
+    state["encoder.extra.weight"] = np.zeros(2, np.float32)
+  folder = parity.edited_copy(src, tmp_path / "corrupt", corrupt)
+  msg = str(parity.conversion_error(t5_encoder.KIND, folder, tmp_path / "out"))
   assert "unused source tensor 'encoder.extra.weight'" in msg
   assert "params/layers/wi_1/kernel" in msg and "missing [1]" in msg
   assert "shape mismatch: source 'encoder.block.0.layer.0.SelfAttention.q.weight'" in msg
-  assert not (tmp_path / "out").exists()
-  (tmp_path / "config.json").write_text('{"model_type": "clip_vision_model"}')
-  with pytest.raises(ConversionError, match="model_type 'clip_vision_model', expected 't5'"):
-    t5_encoder.convert(str(tmp_path), str(tmp_path / "out"))
+  (tmp_path / "corrupt" / "config.json").write_text('{"model_type": "clip_vision_model"}')
+  parity.conversion_error(t5_encoder.KIND, folder, tmp_path / "out",
+                          match="model_type 'clip_vision_model', expected 't5'")
 
 
 def test_sharded_by_logical_axes_matches_single_device(reference):

@@ -12,10 +12,10 @@ from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler,
                        CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel)
 from PIL import Image
 
-from conversion import available_kinds
 from sem_repa_jax.jobs import sample as sample_job
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.pipelines import cogvideox_i2v as i2v
+from tests import parity
 
 C, D, L = 4, 16, 6
 H, W, FRAMES = 32, 48, 9
@@ -33,11 +33,9 @@ def models(tmp_path_factory):
                                layers_per_block=1, norm_num_groups=4, temporal_compression_ratio=4,
                                sample_height=H, sample_width=W, scaling_factor=0.7).eval()
   root = tmp_path_factory.mktemp("cogvideox_i2v")
-  transformer.save_pretrained(root / "src_transformer")
-  vae.save_pretrained(root / "src_vae")
-  kinds = available_kinds()
-  kinds["cogvideox-transformer"].convert(str(root / "src_transformer"), str(root / "transformer"))
-  kinds["cogvideox-vae"].convert(str(root / "src_vae"), str(root / "vae"))
+  parity.convert_pretrained(transformer, "cogvideox-transformer", root / "src_transformer",
+                            root / "transformer")
+  parity.convert_pretrained(vae, "cogvideox-vae", root / "src_vae", root / "vae")
   facts = sample_job.model_facts(str(root / "transformer"), str(root / "vae"),
                                  types.SimpleNamespace(vae_scaling_factor=0.0,
                                                        prediction_type="v_prediction"))

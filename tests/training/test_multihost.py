@@ -1,11 +1,14 @@
 import os
 
 import numpy as np
+import pytest
 
 from sem_repa_jax.training import loop
 from sem_repa_jax.training.checkpoint import Checkpointer
 from tests.processes import flat_arrays, free_port, run_workers
 from tests.training import toy
+
+pytestmark = pytest.mark.slow   # two processes, each compiling the training step
 
 STEPS = 3    # as multihost_worker.STEPS (not imported: it sets up a 4-device process)
 

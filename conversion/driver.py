@@ -1,0 +1,85 @@
+"""The one path from a downloaded checkpoint to a converted folder, shared by every kind.
+
+A converter module owns only what is its own: how it reads its source (`read`, e.g. `folder(...)`
+for a diffusers/transformers folder), its Rules, the target shapes of its module and the module
+kwargs its saved folder records. `convert` does the rest the same way for every kind: it builds the
+module with the factory the registry names for the kind (the very one `load_pretrained` will use),
+maps strictly (conversion.mapping), casts, and saves atomically (conversion.writer).
+"""
+import dataclasses
+import importlib
+import os
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from conversion import mapping
+from conversion.mapping import ConversionError
+from conversion.safetensors_io import SafetensorsCheckpoint, read_config
+from conversion.writer import parse_dtype, save_converted
+
+# (source, model config) of a SRC path.
+Reader = Callable[[str], tuple[mapping.Source, Any]]
+
+
+def standard_kwargs(config, dtype: str) -> dict:
+  """What most saved folders record: the config dataclass, compute and parameter dtype."""
+  return {"config": dataclasses.asdict(config), "dtype": dtype, "param_dtype": dtype}
+
+
+def build(kind: str, module_kwargs: dict):
+  """The Flax module of `kind` from the factory the model registry names for it."""
+  from sem_repa_jax.models import registry
+  module_name, _, attr = registry.factory_of(kind).partition(":")
+  return getattr(importlib.import_module(module_name), attr)(**module_kwargs)
+
+
+def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] = (),
+           expected: str = "",
+           view: Optional[Callable[[SafetensorsCheckpoint, str], mapping.Source]] = None) -> Reader:
+  """A Reader of a diffusers/transformers model folder: config.json through `config_from`, then
+  its safetensors (one file or sharded with an index), seen through `view` where a converter sets
+  tensors aside. model_types: the config.json `model_type`s taken (absent reads as the first);
+  `expected` says in the error what folder was expected instead. A config the model cannot take is
+  reported before any tensor is opened."""
+
+  def read(src: str):
+    raw = read_config(src)
+    try:
+      if model_types and raw.get("model_type", model_types[0]) not in model_types:
+        raise ValueError(f"model_type {raw['model_type']!r}, expected {model_types[0]!r} "
+                         f"({expected})")
+      config = config_from(raw)
+    except (TypeError, ValueError) as e:
+      msg = str(e)   # some readers name the file themselves
+      named = msg if msg.startswith("config.json") else f"config.json: {msg}"
+      raise ConversionError(src, [named]) from None
+    ckpt = SafetensorsCheckpoint(src)
+    return (view(ckpt, src) if view else ckpt), config
+
+  return read
+
+
+def convert(src: str, dst: str, dtype: str = "float32", *, kind: str, read: Reader,
+            rules: Callable[[Any], list], target_shapes: Callable[[Any], dict],
+            module_kwargs: Callable[[Any, str], dict] = standard_kwargs,
+            keep_float32: tuple[str, ...] = ()) -> str:
+  """Converts SRC into DST (config.json + Orbax variables) and returns DST.
+
+  keep_float32: flat-path prefixes (e.g. 'batch_stats/') that stay float32 whatever `dtype` is.
+  Nothing is written unless every check of conversion.mapping passes.
+  """
+  np_dtype = parse_dtype(dtype)
+  source, config = read(src)
+  try:
+    kwargs = module_kwargs(config, dtype)
+    module = build(kind, kwargs)
+    flat = mapping.convert(source, rules(config), target_shapes(module),
+                           np.float32 if keep_float32 else np_dtype, src_name=src)
+  finally:
+    if hasattr(source, "close"):
+      source.close()
+  if keep_float32:
+    flat = {k: (v if k.startswith(keep_float32) else v.astype(np_dtype)) for k, v in flat.items()}
+  return save_converted(dst, kind=kind, module_kwargs=kwargs, flat_variables=flat,
+                        source=os.path.abspath(src))
