@@ -1,4 +1,5 @@
-"""Annotation: videos + teacher inputs -> ArrayRecord training records (data_pipelines/annotate.py).
+"""Annotation: videos + teacher inputs -> ArrayRecord training records (data_pipelines/annotate.py)
+holding the fields annotate.method trains on (data_pipelines/records.py METHOD_FIELDS).
 
 Runs once per dataset; rerunning skips finished clips. Each process takes clips i with
 i % shard_count == shard_index and writes its own record file, so hosts split the work.
@@ -31,12 +32,18 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.annotate = ml_collections.ConfigDict()
   c.annotate.output_dir = ""                # "" = <workdir>/annotations
+  c.annotate.method = "semrepa"             # whose record fields to write (records.METHOD_FIELDS)
   c.annotate.encoder = "codec"              # 'codec' (lossless space-to-depth stand-in) | 'vae'
   c.annotate.codec_spatial_factor = 2       # pixels per latent side for the codec
   c.annotate.vae_dir = ""                   # converted CogVideoX VAE (python -m conversion)
   c.annotate.vae_scaling_factor = 0.7       # 2b: 1.15258426
   c.annotate.faces = "identity"             # 'identity' (faces/<id>.npz identity) | 'arcface'
   c.annotate.arcface_dir = ""
+  # How ArcFace sees a face (face_embed.CROPS): 'square' (around the box; what records held so far),
+  # 'box', or 'landmarks' (aligned to the ArcFace template, as the ID metric does, where the faces
+  # file or the detector gives 5 landmarks).
+  c.annotate.face_crop = "square"
+  c.annotate.face_detector = ""             # SCRFD .onnx run on the frames; "" = faces/<id>.npz boxes
   c.annotate.disparity = False              # depth files hold disparity (larger = closer)
   c.annotate.mask_stride = 8
   c.annotate.noise_seed = 0

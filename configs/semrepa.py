@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 2            # global; divided among processes
   c.data.seed = 0                  # shuffling
   c.data.text_embeds = False       # records carry cached T5 embeddings (annotate with a text encoder)
+  c.data.prefetch = 4              # batches read ahead on host threads during a step (0: none)
 
   c.model = ml_collections.ConfigDict()
   c.model.backbone_preset = "cogvideox-5b-i2v"   # PRESETS of models/cogvideox/transformer.py

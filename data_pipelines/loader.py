@@ -3,6 +3,7 @@
 Two ways to iterate, both checkpointable:
 - `clip_dataset(...)`: a grain MapDataset (shard -> shuffle -> repeat -> decode -> batch); its
   iterator's `get_state()` is a small JSON-able dict, `set_state()` resumes at the same element.
+  `Prefetched(ds, n)` makes iterating it read n batches ahead on host threads, same state.
 - `clip_data_loader(...)`: a grain DataLoader with worker processes; its iterator's `get_state()` is
   JSON bytes. Both shard by process (jax.process_index/count unless given), so hosts never overlap.
 """
@@ -31,6 +32,19 @@ class ClipRecordSource(gp.RandomAccessDataSource):
 
   def __repr__(self) -> str:
     return f"ClipRecordSource({len(self.files)} files, {len(self)} records)"
+
+  def check_fields(self, required) -> None:
+    """Raises RecordError naming the file and the field when a file's first record lacks one of
+    `required` (the annotator writes the same fields into every record of a run)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+    for path in self.files:
+      reader = ArrayRecordReader(path)
+      try:
+        first = reader.read([0])[0] if reader.num_records() else None
+      finally:
+        reader.close()
+      if first is not None:
+        records.check_record(records.decode_record(first, path), f"{path} (record 0)", required)
 
 
 class DecodeRecord(gp.MapTransform):
@@ -85,9 +99,12 @@ def clip_dataset(source, *, seed: int, batch_size: int, shard_index: int | None 
   """Shard -> shuffle(seed) -> repeat -> decode -> batch, as a MapDataset.
 
   Every process takes the same number of records (the remainder of len % shard_count is dropped)
-  so that multi-host steps stay in lock-step. Each epoch is reshuffled from the seed.
+  so that multi-host steps stay in lock-step. Each epoch is reshuffled from the seed. Records of a
+  ClipRecordSource lacking one of `keys` are an error naming the file, before any step.
   """
   shard_index, shard_count = process_shard(shard_index, shard_count)
+  if decode and keys is not None and isinstance(source, ClipRecordSource):
+    source.check_fields(keys)
   n = len(source) - len(source) % shard_count
   if n < shard_count:
     raise ValueError(f"{source!r} has {len(source)} records; cannot give {shard_count} processes "
@@ -100,6 +117,34 @@ def clip_dataset(source, *, seed: int, batch_size: int, shard_index: int | None 
   if decode:
     ds = ds.map(DecodeRecord(keys))
   return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+
+class Prefetched(grain.MapDataset):
+  """`parent`, whose iterators read `buffer_size` elements (batches) ahead on as many host threads
+  (grain's PrefetchIterDataset), so decoding overlaps the training step; 0 reads on the caller's
+  thread. Indexing is the parent's. An iterator's state is the index of the next element it
+  returns, not of the next one read, so a run resumed from a saved state yields the same batches."""
+
+  def __init__(self, parent: grain.MapDataset, buffer_size: int):
+    super().__init__(parent)
+    if buffer_size < 0:
+      raise ValueError(f"prefetch buffer_size={buffer_size}: expected >= 0 batches")
+    self.buffer_size = int(buffer_size)
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[index]
+
+  def __iter__(self):
+    options = grain.ReadOptions(num_threads=self.buffer_size, prefetch_buffer_size=self.buffer_size)
+    return self.to_iter_dataset(options).__iter__()
+
+  def __str__(self) -> str:
+    return f"Prefetched(buffer_size={self.buffer_size})"
 
 
 def clip_data_loader(source, *, seed: int, batch_size: int, worker_count: int = 0,

@@ -2,6 +2,8 @@
 
 A record maps str keys to str/int/float/bool or numpy arrays. Arrays are msgpack ext type 1 whose
 payload is `np.save` bytes (dtype and shape kept exactly, no pickle). See docs/data.md for the keys.
+Which annotated fields a record must have depends on the method that trains on it: each method
+declares its set in METHOD_FIELDS, and records are checked against it.
 """
 import glob
 import io
@@ -13,10 +15,14 @@ import numpy as np
 SCHEMA_VERSION = 1
 _NDARRAY_EXT = 1
 
-# Keys every annotated clip has; text_embeds (L, D) is present when a text encoder was given.
-REQUIRED_KEYS = ("schema_version", "clip_id", "caption", "num_frames", "fps", "height", "width",
-                 "video_latents", "depth_latents", "image_latents", "image_noise_sigma",
-                 "face_embeds", "face_present", "face_boxes", "face_masks")
+# Keys every record has: what the clip is and the clip spec that produced it.
+CLIP_KEYS = ("schema_version", "clip_id", "caption", "num_frames", "fps", "height", "width")
+# The annotated fields each method trains on, in record order (data_pipelines/annotators.py writes
+# them); text_embeds (L, D) is added to any of them when a text encoder was given.
+METHOD_FIELDS = {
+    "semrepa": ("video_latents", "depth_latents", "image_latents", "image_noise_sigma",
+                "face_embeds", "face_present", "face_boxes", "face_masks"),
+}
 
 
 class RecordError(ValueError):
@@ -50,12 +56,28 @@ def decode_record(data: bytes, name: str = "record") -> dict:
     raise RecordError(f"{name}: not a valid record ({e})") from e
 
 
-def check_record(record: dict, name: str = "record") -> dict:
-  """Raises RecordError naming the missing keys; returns the record."""
-  missing = [k for k in REQUIRED_KEYS if k not in record]
+def method_fields(method: str) -> tuple[str, ...]:
+  """The annotated fields `method` trains on (METHOD_FIELDS)."""
+  if method not in METHOD_FIELDS:
+    raise ValueError(f"method {method!r}: no record fields declared; known: {sorted(METHOD_FIELDS)}")
+  return METHOD_FIELDS[method]
+
+
+def required_keys(method: str = "semrepa") -> tuple[str, ...]:
+  """Every key a record for `method` must have: CLIP_KEYS, then the method's fields."""
+  return CLIP_KEYS + method_fields(method)
+
+
+def check_record(record: dict, name: str = "record", required=None) -> dict:
+  """Raises RecordError naming the missing fields and the record; returns the record.
+
+  required: the keys to check, default `required_keys('semrepa')`."""
+  required = required_keys() if required is None else tuple(required)
+  missing = [k for k in required if k not in record]
   if missing:
-    raise RecordError(f"{name}: missing keys {missing}; expected schema v{SCHEMA_VERSION} keys "
-                      f"{list(REQUIRED_KEYS)}")
+    raise RecordError(f"{name}: missing field{'s' if len(missing) > 1 else ''} "
+                      f"{', '.join(map(repr, missing))} (schema v{SCHEMA_VERSION}; "
+                      f"required: {', '.join(required)})")
   return record
 
 

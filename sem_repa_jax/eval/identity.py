@@ -4,7 +4,8 @@ ID score (SemanticREPA): the mean cosine similarity between each generated frame
 and the reference image's face embedding. CSIM (StableAnimator and most animation papers): the
 mean cosine similarity between the face embeddings of each generated frame and the ground-truth
 frame at the same time. Frames where a needed face was not found are skipped and counted, never
-scored as zero; a reference without a face is an error.
+scored as zero; a reference without a face is an error. Faces go through
+models/encoders/face_embed.py, the path the annotator's ArcFace targets take.
 """
 import dataclasses
 
@@ -64,45 +65,18 @@ def csim(generated_embeddings, generated_present, target_embeddings, target_pres
   return _score(cosine_similarity(g, t), both)
 
 
-def _jitted_apply(module, variables, x):
-  import jax
-  global _JIT_APPLY
-  if _JIT_APPLY is None:
-    # Modules are hashable dataclasses: one compile per (module, shape), reused across calls.
-    _JIT_APPLY = jax.jit(lambda m, v, x: m.apply(v, x), static_argnums=0)
-  return _JIT_APPLY(module, variables, x)
-
-
-_JIT_APPLY = None
-
-
-def embed(module, variables, crops, batch_size: int = 32):
-  """ArcFace embeddings (N, D) of crops (N, 112, 112, 3) in [-1, 1], in fixed-size jitted batches
-  (the last one padded) so a video compiles once."""
-  import jax.numpy as jnp
-  crops = np.asarray(crops, np.float32)
-  fn = lambda v, x: _jitted_apply(module, v, x)
-  out = []
-  for s in range(0, len(crops), batch_size):
-    chunk = crops[s:s + batch_size]
-    pad = batch_size - len(chunk)
-    if pad and len(crops) > batch_size:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    out.append(np.asarray(fn(variables, jnp.asarray(chunk)))[:len(crops[s:s + batch_size])])
-  return np.concatenate(out) if out else np.zeros((0, module.config.num_features), np.float32)
-
-
 def video_id_score(module, variables, frames, reference, detector,
-                   reference_detector=None) -> IdentityScore:
+                   reference_detector=None, crop: str = "landmarks") -> IdentityScore:
   """ID score of a generated video (N, H, W, 3) uint8 RGB against a reference image (H, W, 3).
 
   reference_detector: for the reference image when it differs (e.g. GivenFaces per video).
+  crop: how faces are cut out for ArcFace (face_embed.CROPS), as for the training targets.
   """
-  from sem_repa_jax.models.encoders.face_detect import aligned_faces
+  from sem_repa_jax.models.encoders.face_embed import aligned_faces, embed
   ref_crop, ref_present = aligned_faces(np.asarray(reference)[None],
-                                        reference_detector or detector)
+                                        reference_detector or detector, crop)
   if not ref_present[0]:
     raise NoFaceFound("video_id_score: no face detected in the reference image")
-  crops, present = aligned_faces(frames, detector)
+  crops, present = aligned_faces(frames, detector, crop)
   emb = embed(module, variables, np.concatenate([ref_crop, crops]))
   return id_score(emb[1:], present, emb[0])

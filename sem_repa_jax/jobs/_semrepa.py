@@ -19,7 +19,8 @@ ALIGNMENT_DIRNAME = "alignment_modules"
 
 
 def record_dataset(config, shard_index: int | None = None, shard_count: int | None = None):
-  """This process's shard of the annotated records: shuffled, repeated, batched, checkpointable.
+  """This process's shard of the annotated records: shuffled, repeated, batched, checkpointable,
+  read config.data.prefetch batches ahead.
 
   Process i of n reads records i, i+n, i+2n, ... (in its own shuffled order) and yields
   batch_size / n of them per step; the global batch of a step is the processes' batches in process
@@ -38,7 +39,7 @@ def record_dataset(config, shard_index: int | None = None, shard_count: int | No
   ds = loader.clip_dataset(source, seed=d.seed, batch_size=d.batch_size // n, num_epochs=None,
                            shard_index=shard_index, shard_count=n,
                            keys=list(BATCH_KEYS) + (["text_embeds"] if d.text_embeds else []))
-  return ds.map(loader.numpy_batch)
+  return loader.Prefetched(ds.map(loader.numpy_batch), d.prefetch)
 
 
 def example_batch(dataset):

@@ -1,6 +1,8 @@
-"""Job 'annotate': teacher depth/faces/latents for every clip of a dataset, into ArrayRecord records.
+"""Job 'annotate': the record fields a method trains on (config.annotate.method), for every clip of
+a dataset, into ArrayRecord records.
 
-See data_pipelines/annotate.py for the stages and docs/data.md for the record schema.
+See data_pipelines/annotate.py for the stages, data_pipelines/annotators.py for the annotator of
+each field and docs/data.md for the record schema.
 """
 import os
 
@@ -8,7 +10,7 @@ from absl import logging
 
 
 def _teachers(config):
-  from data_pipelines import annotate, teachers
+  from data_pipelines import annotators, faces, teachers
   a = config.annotate
   if a.encoder == "codec":
     encode = teachers.codec_encoder(a.codec_spatial_factor)
@@ -23,17 +25,21 @@ def _teachers(config):
   elif a.faces == "arcface":
     if not a.arcface_dir:
       raise ValueError("config.annotate.faces='arcface' needs config.annotate.arcface_dir")
-    embed = teachers.arcface_embedder(a.arcface_dir)
+    embed = faces.arcface_embedder(a.arcface_dir, crop=a.face_crop)
   else:
     raise ValueError(f"config.annotate.faces={a.faces!r}: expected 'identity' or 'arcface'")
-  return annotate.Teachers(encode_video=encode, embed_faces=embed)
+  detector = None
+  if a.face_detector:
+    from sem_repa_jax.models.encoders.face_detect import SCRFD
+    detector = SCRFD(a.face_detector)
+  return annotators.Teachers(encode_video=encode, embed_faces=embed, face_detector=detector)
 
 
 def run(config) -> None:
   import jax
   from tqdm import tqdm
 
-  from data_pipelines import annotate, synthetic
+  from data_pipelines import annotate, annotators, synthetic
   d, a = config.data, config.annotate
   shard_index = jax.process_index() if a.shard_index < 0 else a.shard_index
   shard_count = jax.process_count() if a.shard_count < 0 else a.shard_count
@@ -51,6 +57,7 @@ def run(config) -> None:
                            mask_stride=a.mask_stride, seed=a.noise_seed)
   out = a.output_dir or os.path.join(config.workdir, "annotations")
   summary = annotate.annotate_dataset(
-      d.root, out, spec, _teachers(config), shard_index=shard_index, shard_count=shard_count,
+      d.root, out, spec, annotators.for_method(a.method, _teachers(config)),
+      shard_index=shard_index, shard_count=shard_count,
       split=d.split or None, progress=tqdm if config.progress_bar else None)
   logging.info("annotation shard %d/%d: %s", shard_index, shard_count, summary)

@@ -84,3 +84,55 @@ def test_processes_get_disjoint_equal_shares(record_dir, kind):
     shares.append(set(_ids(list(batches))))
   assert [len(s) for s in shares] == [7, 7, 7]
   assert not (shares[0] & shares[1] or shares[0] & shares[2] or shares[1] & shares[2])
+
+
+@pytest.mark.parametrize("buffer_size", [0, 4])
+def test_prefetched_iterator_resumes_at_same_batch(record_dir, buffer_size):
+  src = loader.ClipRecordSource(record_dir)
+  make = lambda: loader.Prefetched(loader.clip_dataset(  # noqa: E731
+      src, seed=7, batch_size=3, shard_index=0, shard_count=1, num_epochs=2), buffer_size)
+  plain = [b for b in loader.clip_dataset(src, seed=7, batch_size=3, shard_index=0,
+                                          shard_count=1, num_epochs=2)]
+  it = iter(make())
+  head = [next(it) for _ in range(3)]
+  saved = loader.state_to_bytes(it.get_state())
+  assert saved == b'{"next_index": 3}'      # batches returned, not batches read ahead
+  expected = [next(it) for _ in range(8)]    # crosses the epoch boundary
+  it2 = iter(make())
+  next(it2)                                  # a live iterator with a filled buffer is moved back
+  it2.set_state(loader.state_from_bytes(saved, it2.get_state()))
+  got = [next(it2) for _ in range(8)]
+  assert _ids(head + got) == _ids(head + expected) == _ids(plain[:11])
+  for g, e in zip(got, expected):
+    np.testing.assert_array_equal(g["video_latents"], e["video_latents"])
+  assert make()[2]["clip_id"].tolist() == plain[2]["clip_id"].tolist()   # indexing unchanged
+
+
+def test_prefetched_iterator_resumes_through_a_checkpoint(record_dir, tmp_path):
+  import jax
+  from sem_repa_jax.training.checkpoint import Checkpointer
+  src = loader.ClipRecordSource(record_dir)
+  make = lambda: iter(loader.Prefetched(loader.clip_dataset(  # noqa: E731
+      src, seed=2, batch_size=2, shard_index=0, shard_count=1, num_epochs=None), 5))
+  it = make()
+  for _ in range(4):
+    next(it)
+  tree = {"w": np.arange(3, dtype=np.float32)}
+  ckpt = Checkpointer(tmp_path, keep=1, async_save=False)
+  ckpt.save(4, tree, it)
+  ckpt.wait()
+  expected = [next(it) for _ in range(12)]   # 22 records / 2: past the first epoch
+  it2 = make()
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  ckpt.restore({"w": jax.ShapeDtypeStruct((3,), np.float32, sharding=dev)}, data_iterator=it2)
+  assert _ids([next(it2) for _ in range(12)]) == _ids(expected)
+
+
+def test_missing_field_names_the_record_file(record_dir):
+  src = loader.ClipRecordSource(record_dir)
+  with pytest.raises(records.RecordError) as e:
+    loader.clip_dataset(src, seed=0, batch_size=2, shard_index=0, shard_count=1,
+                        keys=["video_latents", "depth_latents"])
+  msg = str(e.value)
+  assert "\n" not in msg and msg.startswith(record_dir)
+  assert "all-00000-of-00002.array_record (record 0): missing field 'depth_latents' (" in msg

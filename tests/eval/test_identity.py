@@ -8,6 +8,7 @@ import flax.linen as nn
 
 from sem_repa_jax.eval import identity
 from sem_repa_jax.models.encoders.arcface import IResNet, IResNetConfig
+from sem_repa_jax.models.encoders.face_embed import embed
 from sem_repa_jax.models.encoders.face_detect import GivenFaces, NoFaceFound
 
 
@@ -49,7 +50,7 @@ def test_embed_batches_and_video_score():
       lambda p, a: (r.uniform(0.5, 1.5, a.shape) if "var" in str(p[-1]) else
                     r.standard_normal(a.shape) * 0.1).astype(np.float32), abstract)
   crops = np.random.default_rng(0).uniform(-1, 1, (5, 112, 112, 3)).astype(np.float32)
-  got = identity.embed(module, variables, crops, batch_size=2)
+  got = embed(module, variables, crops, batch_size=2)
   want = np.asarray(jax.jit(module.apply)(variables, crops))
   np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
 

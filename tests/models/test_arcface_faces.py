@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 import jax
 import jax.numpy as jnp
 
-from sem_repa_jax.models.encoders import face_align, face_detect
+from sem_repa_jax.models.encoders import face_align, face_detect, face_embed
 from sem_repa_jax.models.encoders.face_detect import Detections, GivenFaces, NoFaceFound
 
 
@@ -150,7 +150,7 @@ def test_aligned_faces_with_given_boxes_and_landmarks():
   inv = np.linalg.inv(np.vstack([m_true, [0, 0, 1]]))[:2]
   lmk = _apply(inv, face_align.ARCFACE_TEMPLATE.astype(np.float64))
   det = GivenFaces([[10, 20, 70, 90], None, [0, 0, 50, 60]], [None, None, lmk])
-  crops, present = face_detect.aligned_faces(frames, det)
+  crops, present = face_embed.aligned_faces(frames, det)
   assert present.tolist() == [True, False, True]
   assert np.all(crops[1] == 0)
   want0 = face_align.crop_resize(frames[:1].astype(np.float32), np.array([[10, 20, 70, 90]]), 112)
@@ -158,3 +158,48 @@ def test_aligned_faces_with_given_boxes_and_landmarks():
   want2 = face_align.norm_crop(frames[2:].astype(np.float32), lmk[None])
   np.testing.assert_allclose(crops[2], (np.asarray(want2[0]) - 127.5) / 127.5, atol=5e-5)
   assert isinstance(Detections(np.zeros((0, 4)), np.zeros(0), None), Detections)
+
+
+# sha256 of data_pipelines.teachers.crop_faces(frames, boxes) at commit bc1e7d2 (the annotator's
+# box crop before the one face path), for the frames and boxes of the test below.
+SQUARE_CROPS_AT_BC1E7D2 = "5ba85fb08103c00154f98b79373c9ebce7aef7e0a3ea58962c0334158e6dc2ef"
+
+
+def test_square_crop_is_the_annotators_former_crop():
+  import hashlib
+  r = np.random.default_rng(3)
+  frames = r.integers(0, 256, (4, 40, 60, 3), np.uint8)
+  boxes = np.array([[10, 5, 30, 35], [-8, -4, 20, 30], [50.4, 20.6, 70.2, 45.1], [0, 0, 0, 0]],
+                   np.float32)
+  track = face_embed.FaceTrack(boxes.astype(np.float64), np.ones(4, bool))
+  crops, present = face_embed.crop_faces(frames, track, "square")
+  assert crops.dtype == np.float32 and present.all()
+  assert hashlib.sha256(crops.tobytes()).hexdigest() == SQUARE_CROPS_AT_BC1E7D2
+  # Box 0 is 20x30: the 30x30 square at (5, 5) (in the frame), area-resampled.
+  want = cv2.resize(frames[0, 5:35, 5:35], (112, 112), interpolation=cv2.INTER_AREA)
+  np.testing.assert_array_equal(crops[0], (want / 127.5 - 1.0).astype(np.float32))
+
+
+def test_crop_setting_chooses_alignment_or_box():
+  frames = np.stack([_smooth_image(120, 100, s) for s in range(2)]).round().astype(np.uint8)
+  m_true = _similarity(0.9, 5.0, -5.0, -4.0)
+  inv = np.linalg.inv(np.vstack([m_true, [0, 0, 1]]))[:2]
+  lmk = _apply(inv, face_align.ARCFACE_TEMPLATE.astype(np.float64))
+  track = face_embed.track_faces(frames, GivenFaces([[10, 20, 70, 90], [0, 0, 50, 60]],
+                                                    [None, lmk]))
+  np.testing.assert_array_equal(track.boxes, [[10, 20, 70, 90], [0, 0, 50, 60]])
+  assert np.isnan(track.landmarks[0]).all()
+  np.testing.assert_allclose(track.landmarks[1], lmk, atol=1e-4)
+  aligned = face_embed.crop_faces(frames, track, "landmarks")[0]
+  boxed = face_embed.crop_faces(frames, track, "box")[0]
+  want_box = face_align.crop_resize(frames.astype(np.float32), track.boxes.astype(np.int32), 112)
+  np.testing.assert_allclose(boxed, (np.asarray(want_box) - 127.5) / 127.5, atol=5e-5)
+  np.testing.assert_array_equal(aligned[0], boxed[0])    # no landmarks: the box crop
+  want_lmk = face_align.norm_crop(frames[1:].astype(np.float32), track.landmarks[1:])
+  np.testing.assert_allclose(aligned[1], (np.asarray(want_lmk[0]) - 127.5) / 127.5, atol=5e-5)
+  assert np.abs(aligned[1] - boxed[1]).mean() > 0.05
+  empty = face_embed.track_faces(frames, GivenFaces([None, None]))
+  assert not empty.present.any() and empty.landmarks is None
+  assert np.all(face_embed.crop_faces(frames, empty, "square")[0] == 0)
+  with pytest.raises(ValueError, match="'tight'"):
+    face_embed.crop_face(frames[0], track.boxes[0], crop="tight")

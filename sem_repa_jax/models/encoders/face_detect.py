@@ -2,7 +2,8 @@
 scrfd_10g_bnkps.onnx, buffalo_l's det_10g.onnx) for users who have the file, and user-given boxes.
 
 Images are RGB uint8 (H, W, 3). A frame without a face yields an empty `Detections`, and the
-helpers that need one face raise `NoFaceFound` or return `present=False`: never a zero embedding.
+helpers that need one face raise `NoFaceFound` or return `present=False` (face_embed.py keeps,
+crops and embeds the faces): never a zero embedding.
 The decoding follows insightface's model_zoo/scrfd.py: per stride (8, 16, 32, and 64, 128 for
 5-level models) a grid of anchor centers (x, y) * stride, `num_anchors` per cell, box distances
 (left, top, right, bottom) and landmark offsets in units of the stride, score threshold, then
@@ -184,32 +185,3 @@ class SCRFD:
     if det.landmarks is not None:
       det.landmarks /= scale
     return det
-
-
-def aligned_faces(frames, detector: FaceDetector, size: int = 112):
-  """One ArcFace input per frame: (crops (N, size, size, 3) float32 in [-1, 1], present (N,) bool).
-
-  frames: RGB uint8 (N, H, W, 3). The kept face is `Detections.best`; with landmarks it is aligned
-  to the ArcFace template (norm_crop), with a box only it is cut and resized (crop_resize).
-  Frames without a face have present=False and an all-zero crop that callers must skip.
-  """
-  from sem_repa_jax.models.encoders import face_align
-  frames = np.asarray(frames)
-  crops = np.zeros((len(frames), size, size, 3), np.float32)
-  present = np.zeros(len(frames), bool)
-  for i, frame in enumerate(frames):
-    det = detector.detect(frame)
-    if len(det) == 0:
-      continue
-    j = det.best(frame.shape)
-    pixels = np.asarray(frame, np.float32)[None]
-    if det.landmarks is not None:
-      crop = face_align.norm_crop(pixels, det.landmarks[j:j + 1].astype(np.float64), size)
-    else:
-      box = np.round(det.boxes[j]).astype(np.int32)
-      box[[0, 2]] = np.clip(box[[0, 2]], 0, frame.shape[1])
-      box[[1, 3]] = np.clip(box[[1, 3]], 0, frame.shape[0])
-      crop = face_align.crop_resize(pixels, box[None], size)
-    crops[i] = (np.asarray(crop[0]) - 127.5) / 127.5
-    present[i] = True
-  return crops, present

@@ -1,0 +1,194 @@
+"""Annotators: one per group of record fields, each computing its fields of a clip from the clip's
+frames and the teacher it was given.
+
+  VideoLatents   video_latents                 encode_video(frames)
+  DepthLatents   depth_latents                 encode_video(colorized teacher depth)
+  ImageLatents   image_latents, image_noise_sigma   encode_video(first frame + pixel noise)
+  FaceEmbeds     face_embeds, face_present     ArcFace (or the faces file's identity), L2-normalized
+  FaceBoxes      face_boxes, face_masks        the face track's boxes, mask coverage per cell
+  TextEmbeds     text_embeds                   encode_text(caption)
+
+`ANNOTATORS` maps each field to its annotator; `for_fields(fields, teachers)` builds the ones a set
+of fields needs, and `for_method(method, teachers)` those of a method's fields
+(records.METHOD_FIELDS). An annotator is a callable `(clip) -> {field: value}` returning exactly
+its `fields`, in order (the record keeps that order); annotate.Clip carries the frames. Its inputs
+are named after the Teachers fields they take (plus `faces`, the clip's shared FaceSource).
+"""
+import dataclasses
+import zlib
+from typing import Callable, ClassVar, Optional
+
+import numpy as np
+
+from data_pipelines import depth as depth_lib
+from data_pipelines import faces as faces_lib
+from data_pipelines import layout, records, video
+from data_pipelines.annotate import AnnotationError, Clip
+from sem_repa_jax.eval.colorize import colorize_depth
+
+
+@dataclasses.dataclass
+class Teachers:
+  """The pluggable models annotators are built from. Only encode_video is required."""
+  encode_video: Callable[[np.ndarray], np.ndarray]
+  # (frames uint8 (F,H,W,3), face_embed.FaceTrack) -> (embeds (F,D), present (F,)); None: the
+  # faces file's identity vector is the embedding (synthetic data, where it is exact).
+  embed_faces: Optional[Callable] = None
+  # a face_detect.FaceDetector (e.g. SCRFD) run on the resized frames; None: ROOT/faces/<id>.npz.
+  face_detector: Optional[object] = None
+  # frames uint8 (F,H,W,3) -> depth (F,H,W), larger = farther; None: ROOT/depth/<id>.npy|.npz.
+  depth: Optional[Callable] = None
+  # caption -> (L, D) array; None: no text_embeds key.
+  encode_text: Optional[Callable] = None
+
+
+def clip_seed(seed: int, clip_id: str) -> np.random.Generator:
+  """Per-clip randomness that does not depend on sharding or on the order clips are processed."""
+  return np.random.default_rng([seed, zlib.crc32(clip_id.encode())])
+
+
+def _latents(encode_video, x) -> np.ndarray:
+  return np.asarray(encode_video(x), np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoLatents:
+  encode_video: Callable
+  fields: ClassVar = ("video_latents",)
+
+  def __call__(self, clip: Clip) -> dict:
+    return {"video_latents": _latents(self.encode_video, video.to_model_range(clip.frames))}
+
+
+@dataclasses.dataclass(frozen=True)
+class DepthLatents:
+  """Teacher depth (callable, or the depth file sampled and resized as the frames; its padding
+  gets the farthest depth) -> colorized (brighter = closer, inferno) -> encode_video."""
+  encode_video: Callable
+  depth: Optional[Callable] = None
+  fields: ClassVar = ("depth_latents",)
+
+  def teacher_depth(self, clip: Clip) -> np.ndarray:
+    s, cid = clip.spec, clip.entry.clip_id
+    if self.depth is not None:
+      d = np.asarray(self.depth(clip.frames), np.float32)
+      if d.shape != clip.frames.shape[:3]:
+        raise AnnotationError(f"depth teacher output for {cid}: shape {d.shape}, expected "
+                              f"{clip.frames.shape[:3]}")
+      return d
+    dpath = layout.depth_path(clip.root, cid)
+    if dpath is None:
+      raise AnnotationError(f"clip {cid}: no depth file {clip.root}/depth/{cid}.npy|.npz and no "
+                            f"depth teacher")
+    d = clip.select_frames(depth_lib.load_depth(dpath), dpath)
+    far = d.min() if s.disparity else d.max()
+    return video.resize_frames(d, s.height, s.width, s.resize_mode, pad_value=far)
+
+  def __call__(self, clip: Clip) -> dict:
+    rgb = colorize_depth(self.teacher_depth(clip),
+                         kind="disparity" if clip.spec.disparity else "depth")
+    return {"depth_latents": _latents(self.encode_video, video.to_model_range(rgb))}
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageLatents:
+  """The first frame plus pixel noise of sigma = exp(N(-3, 0.5)) (CogVideoX I2V's augmentation),
+  drawn from `clip_seed(spec.seed, clip_id)`."""
+  encode_video: Callable
+  fields: ClassVar = ("image_latents", "image_noise_sigma")
+
+  def __call__(self, clip: Clip) -> dict:
+    rng = clip_seed(clip.spec.seed, clip.entry.clip_id)
+    sigma = float(np.exp(rng.normal(-3.0, 0.5)))
+    x = video.to_model_range(clip.frames[:1])
+    first = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+    return {"image_latents": _latents(self.encode_video, first), "image_noise_sigma": sigma}
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceEmbeds:
+  """Embeddings of the track's faces (embed_faces, or the faces file's identity), L2-normalized,
+  zero where absent; present = tracked and embedded."""
+  faces: faces_lib.FaceSource
+  embed_faces: Optional[Callable] = None
+  fields: ClassVar = ("face_embeds", "face_present")
+
+  def __call__(self, clip: Clip) -> dict:
+    f = self.faces(clip)
+    present = np.asarray(f.track.present, bool)
+    if self.embed_faces is not None:
+      embeds, ok = self.embed_faces(clip.frames, f.track)
+      embeds, present = np.asarray(embeds, np.float32), present & np.asarray(ok, bool)
+    elif f.identity is not None:
+      embeds = np.tile(f.identity.astype(np.float32)[None], (clip.spec.num_frames, 1))
+    else:
+      raise AnnotationError(f"clip {clip.entry.clip_id}: no face embedder and no 'identity' in "
+                            f"{f.file}")
+    norm = np.linalg.norm(embeds, axis=-1, keepdims=True)
+    embeds = np.where(present[:, None], embeds / np.maximum(norm, 1e-12), 0).astype(np.float32)
+    return {"face_embeds": embeds, "face_present": present}
+
+
+def _coverage(masks: np.ndarray, stride: int) -> np.ndarray:
+  f, h, w = masks.shape
+  m = masks[:, :h - h % stride, :w - w % stride].astype(np.float32)
+  return m.reshape(f, h // stride, stride, w // stride, stride).mean((2, 4)).astype(np.float16)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceBoxes:
+  """The track's boxes and the fraction of face pixels per mask_stride cell (the faces file's
+  masks, else box-shaped ones)."""
+  faces: faces_lib.FaceSource
+  fields: ClassVar = ("face_boxes", "face_masks")
+
+  def __call__(self, clip: Clip) -> dict:
+    f, s = self.faces(clip), clip.spec
+    boxes = np.asarray(f.track.boxes, np.float32)
+    masks = f.masks if f.masks is not None else \
+        faces_lib.box_masks(boxes, f.track.present, s.height, s.width)
+    return {"face_boxes": boxes, "face_masks": _coverage(masks, s.mask_stride)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEmbeds:
+  encode_text: Callable
+  fields: ClassVar = ("text_embeds",)
+
+  def __call__(self, clip: Clip) -> dict:
+    return {"text_embeds": np.asarray(self.encode_text(clip.entry.caption))}
+
+
+ANNOTATORS = {f: cls for cls in (VideoLatents, DepthLatents, ImageLatents, FaceEmbeds, FaceBoxes,
+                                 TextEmbeds) for f in cls.fields}
+
+
+def for_fields(fields, teachers: Teachers) -> tuple:
+  """The annotators writing `fields`, in the order of their first field (an annotator writes all
+  of its fields); the face annotators share one FaceSource, so a clip's faces are read once."""
+  unknown = [f for f in fields if f not in ANNOTATORS]
+  if unknown:
+    raise ValueError(f"record fields {unknown}: no annotator writes them; known: "
+                     f"{sorted(ANNOTATORS)}")
+  faces = faces_lib.FaceSource(teachers.face_detector)
+  out = []
+  for f in fields:
+    if not any(f in a.fields for a in out):
+      out.append(_build(ANNOTATORS[f], teachers, faces))
+  return tuple(out)
+
+
+def _build(cls, teachers: Teachers, faces):
+  """An annotator's inputs are named after the Teachers they come from (and `faces`)."""
+  kwargs = {}
+  for field in dataclasses.fields(cls):
+    kwargs[field.name] = faces if field.name == "faces" else getattr(teachers, field.name)
+    if kwargs[field.name] is None and field.default is dataclasses.MISSING:
+      raise ValueError(f"record fields {list(cls.fields)} need the teacher {field.name!r}")
+  return cls(**kwargs)
+
+
+def for_method(method: str, teachers: Teachers) -> tuple:
+  """The annotators of a method's record fields, plus text_embeds when there is a text encoder."""
+  text = ("text_embeds",) if teachers.encode_text is not None else ()
+  return for_fields(records.method_fields(method) + text, teachers)
