@@ -2,13 +2,17 @@
 
 Tables that depend only on shapes (3D sincos, 3D RoPE frequencies) are built with numpy at trace
 time, in the precision diffusers uses (float64 sincos, float32 RoPE), and enter the graph as
-constants. The timestep sinusoid and the rotation itself are jnp functions of traced values.
+constants. The timestep sinusoid and the rotation itself are jnp functions of traced values;
+`TimestepEmbedding` is the learned MLP diffusers puts on the sinusoid.
 """
 import math
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
+from sem_repa_jax.nn.dense import dense
 
 
 def get_timestep_embedding(timesteps, embedding_dim: int, flip_sin_to_cos: bool = False,
@@ -31,6 +35,21 @@ def get_timestep_embedding(timesteps, embedding_dim: int, flip_sin_to_cos: bool 
   if embedding_dim % 2 == 1:
     emb = jnp.pad(emb, ((0, 0), (0, 1)))
   return emb
+
+
+class TimestepEmbedding(nn.Module):
+  """diffusers' TimestepEmbedding: linear_1 -> act -> linear_2 (to out_features, default features)."""
+  features: int
+  out_features: Optional[int] = None
+  act: Callable = nn.silu
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, e):
+    e = dense(self.features, (None, None), "linear_1", self.dtype, self.param_dtype)(e)
+    return dense(self.out_features or self.features, (None, None), "linear_2", self.dtype,
+                 self.param_dtype)(self.act(e))
 
 
 def get_1d_sincos_pos_embed_from_grid(embed_dim: int, pos) -> np.ndarray:

@@ -15,7 +15,7 @@ from conversion import cogvideox_vae as conv
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.cogvideox.vae import (Tiling, chunk_plan, config_from_diffusers,
                                                sample_posterior)
-from sem_repa_jax.models.cogvideox.vae_blocks import CausalConv3d
+from sem_repa_jax.nn.convs import CausalConv3d
 from tests import parity
 
 H, W, LATENT = 16, 24, 4

@@ -71,3 +71,16 @@ def test_apply_rotary_emb_matches_diffusers_both_layouts():
   np.testing.assert_allclose(np.asarray(got1).transpose(0, 2, 1, 3), want.numpy(), atol=1e-6, rtol=0)
   xb = jnp.asarray(x, jnp.bfloat16)
   assert emb.apply_rotary_emb(xb, (cos, sin), sequence_dim=2).dtype == jnp.bfloat16
+
+
+def test_timestep_embedding_module_matches_diffusers():
+  torch.manual_seed(0)
+  module = ref.TimestepEmbedding(8, 12, out_dim=6).eval()
+  sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+  params = {name: {"kernel": jnp.asarray(sd[f"{name}.weight"].T), "bias": jnp.asarray(sd[f"{name}.bias"])}
+            for name in ("linear_1", "linear_2")}
+  x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+  got = emb.TimestepEmbedding(12, out_features=6).apply({"params": params}, jnp.asarray(x))
+  with torch.no_grad():
+    want = module(torch.from_numpy(x)).numpy()
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)

@@ -11,6 +11,9 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sem_repa_jax.nn.convs import Conv2D
+from sem_repa_jax.nn.norms import GroupNorm
+from sem_repa_jax.nn.resnet import ResnetBlock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,34 +29,6 @@ class IDAlignmentConfig:
   @property
   def in_channels(self) -> int:
     return self.latent_channels * (2 if self.use_depth else 1)
-
-
-def _conv(features, kernel, stride, dtype, param_dtype, name):
-  pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-                 dtype=dtype, param_dtype=param_dtype, name=name,
-                 kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                          (None, None, "conv_in", "conv_out")))
-
-
-class ResnetBlock(nn.Module):
-  features: int
-  groups: int
-  eps: float
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    h = nn.GroupNorm(num_groups=min(self.groups, x.shape[-1]), epsilon=self.eps, dtype=jnp.float32,
-                     param_dtype=self.param_dtype, name="norm1")(x)
-    h = _conv(self.features, 3, 1, self.dtype, self.param_dtype, "conv1")(nn.silu(h).astype(self.dtype))
-    h = nn.GroupNorm(num_groups=min(self.groups, self.features), epsilon=self.eps, dtype=jnp.float32,
-                     param_dtype=self.param_dtype, name="norm2")(h)
-    h = _conv(self.features, 3, 1, self.dtype, self.param_dtype, "conv2")(nn.silu(h).astype(self.dtype))
-    if x.shape[-1] != self.features:
-      x = _conv(self.features, 1, 1, self.dtype, self.param_dtype, "shortcut")(x)
-    return x + h
 
 
 class IDAlignmentModule(nn.Module):
@@ -78,15 +53,16 @@ class IDAlignmentModule(nn.Module):
     b, f, h, w, c = x.shape
     x = x.reshape(b * f, h, w, c).astype(self.dtype)
     x = nn.with_logical_constraint(x, ("batch", "height", "width", "channels"))
-    x = _conv(cfg.channels[0], 3, 1, self.dtype, self.param_dtype, "conv_in")(x)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = Conv2D(cfg.channels[0], name="conv_in", **kw)(x)
     for i, ch in enumerate(cfg.channels):
       for j in range(cfg.blocks_per_stage):
-        x = ResnetBlock(ch, cfg.norm_groups, cfg.norm_eps, self.dtype, self.param_dtype,
-                        name=f"stage{i}_block{j}")(x)
+        x, _ = ResnetBlock(ch, cfg.norm_groups, cfg.norm_eps, shortcut_name="shortcut",
+                           name=f"stage{i}_block{j}", **kw)(x)
       if i + 1 < len(cfg.channels):
-        x = _conv(cfg.channels[i + 1], 3, 2, self.dtype, self.param_dtype, f"downsample{i}")(x)
-    x = nn.GroupNorm(num_groups=min(cfg.norm_groups, x.shape[-1]), epsilon=cfg.norm_eps,
-                     dtype=jnp.float32, param_dtype=self.param_dtype, name="norm_out")(x)
+        x = Conv2D(cfg.channels[i + 1], strides=2, name=f"downsample{i}", **kw)(x)
+    x = GroupNorm(min(cfg.norm_groups, x.shape[-1]), cfg.norm_eps, dtype=jnp.float32,
+                  param_dtype=self.param_dtype, name="norm_out")(x)
     x = nn.silu(x).mean(axis=(1, 2))
     e = nn.Dense(cfg.embed_dim, dtype=jnp.float32, param_dtype=self.param_dtype, name="proj_out",
                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),

@@ -19,12 +19,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from sem_repa_jax.models.cogvideox.transformer_block import (CogVideoXBlock, dense,
-                                                             layer_norm)
+from sem_repa_jax.models.cogvideox.transformer_block import CogVideoXBlock
 from sem_repa_jax.nn.attention import IMPLEMENTATIONS
+from sem_repa_jax.nn.dense import dense
+from sem_repa_jax.nn.embeddings import (TimestepEmbedding, get_3d_rotary_pos_embed,
+                                        get_3d_sincos_pos_embed, get_resize_crop_region_for_grid,
+                                        get_timestep_embedding)
+from sem_repa_jax.nn.norms import LayerNorm
 from sem_repa_jax.nn.stacking import scanned
-from sem_repa_jax.nn.embeddings import (get_3d_rotary_pos_embed, get_3d_sincos_pos_embed,
-                                        get_resize_crop_region_for_grid, get_timestep_embedding)
 
 
 @dataclass(frozen=True)
@@ -115,18 +117,6 @@ def config_from_diffusers(cfg: dict) -> CogVideoXTransformerConfig:
   return CogVideoXTransformerConfig(**kwargs)
 
 
-class TimestepEmbedding(nn.Module):
-  """linear_1 -> SiLU -> linear_2 over the timestep sinusoid."""
-  features: int
-  dtype: Any
-  param_dtype: Any
-
-  @nn.compact
-  def __call__(self, e):
-    e = dense(self.features, (None, None), "linear_1", self.dtype, self.param_dtype)(e)
-    return dense(self.features, (None, None), "linear_2", self.dtype, self.param_dtype)(nn.silu(e))
-
-
 class PatchEmbed(nn.Module):
   """CogVideoXPatchEmbed: Dense over channels-last patches, text_proj, joint [text, video] sequence.
   Returns it with the learned table (5b-I2V, 'buffers' collection) or None."""
@@ -161,7 +151,7 @@ class AdaLayerNormOut(nn.Module):
     mod = dense(2 * x.shape[-1], (None, "embed"), "linear", self.dtype,
                 self.param_dtype)(nn.silu(temb))
     shift, scale = jnp.split(mod, 2, axis=-1)
-    y = layer_norm(x, self.eps, self.affine, "embed", self.param_dtype, "norm", jnp.float32)
+    y = LayerNorm(self.eps, self.affine, "embed", jnp.float32, self.param_dtype, name="norm")(x)
     return (y * (1 + scale[:, None]) + shift[:, None]).astype(self.dtype)
 
 
@@ -178,7 +168,8 @@ class CogVideoXTransformer3D(nn.Module):
   def _timestep_embedding(self, t, in_dim, out_dim, name):
     t = jnp.atleast_1d(jnp.asarray(t))
     e = get_timestep_embedding(t, in_dim, self.config.flip_sin_to_cos, self.config.freq_shift)
-    return TimestepEmbedding(out_dim, self.dtype, self.param_dtype, name=name)(e.astype(self.dtype))
+    return TimestepEmbedding(out_dim, dtype=self.dtype, param_dtype=self.param_dtype,
+                             name=name)(e.astype(self.dtype))
 
   def _learned_table_init(self):
     c = self.config
@@ -278,8 +269,8 @@ class CogVideoXTransformer3D(nn.Module):
     x, _ = blocks(x, (temb, rope))
 
     hidden = x[:, text_length:]
-    y = layer_norm(hidden, c.norm_eps, c.norm_elementwise_affine, "embed", self.param_dtype,
-                   "norm_final", jnp.float32)
+    y = LayerNorm(c.norm_eps, c.norm_elementwise_affine, "embed", jnp.float32, self.param_dtype,
+                  name="norm_final")(hidden)
     y = AdaLayerNormOut(c.norm_eps, c.norm_elementwise_affine, self.dtype, self.param_dtype,
                         name="norm_out")(y, temb)
     y = dense(pt * p * p * c.out_channels, ("embed", "conv_out"), "proj_out", self.dtype,

@@ -19,9 +19,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sem_repa_jax.models.cogvideox.vae_blocks import (CausalConv3d, DownBlock3D, GroupNorm,
-                                                      SpatialNorm3D, UpBlock3D)
 from sem_repa_jax.models.cogvideox import vae_tiling
+from sem_repa_jax.models.cogvideox.vae_blocks import DownBlock3D, SpatialNorm3D, UpBlock3D
+from sem_repa_jax.nn.convs import CausalConv3d
+from sem_repa_jax.nn.norms import GroupNorm
 
 Dtype = Any
 LOGVAR_RANGE = (-30.0, 20.0)
@@ -223,7 +224,7 @@ class CogVideoXVAE(nn.Module):
   tiling (encode/decode keyword): None (no tiling), True (diffusers' default tiles: half of
   sample_height x sample_width, overlaps 1/6 and 1/5) or a `Tiling`. As in diffusers, tiles are
   used only when the input is larger than one tile.
-  conv_impl: 'taps' or 'conv3d' (see vae_blocks.CausalConv3d); same numbers, different speed/memory.
+  conv_impl: 'taps' or 'conv3d' (see nn.convs.CausalConv3d); same numbers, different speed/memory.
   """
   config: VAEConfig
   conv_impl: str = "taps"

@@ -23,9 +23,11 @@ import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
+
+from sem_repa_jax.nn.convs import Conv2D
+from sem_repa_jax.nn.stacking import remat
 
 DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 14, 3), 100: (3, 13, 30, 3),
           200: (6, 26, 60, 6)}
@@ -59,11 +61,6 @@ class IResNetConfig:
       raise ValueError(f"IResNetConfig.input_size {self.input_size}: must be divisible by 16")
 
 
-def _conv_kernel_init():
-  return nn.with_logical_partitioning(nn.initializers.normal(0.1),
-                                      (None, None, "conv_in", "conv_out"))
-
-
 class PReLU(nn.Module):
   """Per-channel PReLU (torch.nn.PReLU(C)): max(0, x) + alpha * min(0, x)."""
   param_dtype: Any = jnp.float32
@@ -86,12 +83,9 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.kernel // 2
-    conv = nn.Conv(self.features, (self.kernel, self.kernel), (self.stride, self.stride),
-                   padding=((pad, pad), (pad, pad)), use_bias=self.config.folded,
-                   dtype=self.dtype, param_dtype=self.param_dtype,
-                   kernel_init=_conv_kernel_init(), name="conv")
-    x = conv(x)
+    x = Conv2D(self.features, (self.kernel, self.kernel), self.stride, self.kernel // 2,
+               use_bias=self.config.folded, kernel_init=nn.initializers.normal(0.1),
+               dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
     if not self.config.folded:
       x = _bn(self, "bn")(x)
     return x
@@ -140,15 +134,6 @@ class IResNet(nn.Module):
   remat: str = "none"
   unroll: bool = False
 
-  def _block_cls(self):
-    if self.remat == "none":
-      return IBasicBlock
-    policies = {"full": None, "dots": jax.checkpoint_policies.checkpoint_dots,
-                "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims}
-    if self.remat not in policies:
-      raise ValueError(f"IResNet.remat {self.remat!r}: expected 'none' or one of {sorted(policies)}")
-    return nn.remat(IBasicBlock, policy=policies[self.remat])
-
   @nn.compact
   def __call__(self, faces):
     c = self.config
@@ -161,7 +146,7 @@ class IResNet(nn.Module):
       x = x * c.input_scale + c.input_shift
     x = ConvBN(c.widths[0], 3, 1, name="conv1", **kw)(x)
     x = PReLU(self.param_dtype, name="prelu")(x)
-    block = self._block_cls()
+    block = remat(IBasicBlock, self.remat, owner="IResNet.remat")
     for i, (n, width) in enumerate(zip(c.layers, c.widths)):
       x, _ = block(width, 2, True, name=f"layer{i + 1}_0", **kw)(x)
       if n > 1:

@@ -13,9 +13,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from sem_repa_jax.models.encoders.activations import get_activation
-from sem_repa_jax.nn.dense import Projection
-from sem_repa_jax.nn.stacking import scanned
 from sem_repa_jax.nn.attention import dot_product_attention
+from sem_repa_jax.nn.convs import Conv2D
+from sem_repa_jax.nn.dense import Projection
+from sem_repa_jax.nn.norms import LayerNorm
+from sem_repa_jax.nn.partitioning import as_dtype, partitioned
+from sem_repa_jax.nn.stacking import scanned
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,8 @@ def config_from_transformers(cfg: dict) -> CLIPVisionConfig:
   return CLIPVisionConfig(**kwargs)
 
 
-def _partitioned(init, axes):
-  return nn.with_logical_partitioning(init, axes)
-
-
 def _layer_norm(config, dtype, param_dtype, name):
-  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype,
-                      use_fast_variance=False, name=name,
-                      scale_init=_partitioned(nn.initializers.ones, ("embed",)),
-                      bias_init=_partitioned(nn.initializers.zeros, ("embed",)))
+  return LayerNorm(config.layer_norm_eps, dtype=dtype, param_dtype=param_dtype, name=name)
 
 
 class CLIPEncoderLayer(nn.Module):
@@ -116,16 +112,15 @@ class CLIPVisionEncoder(nn.Module):
       raise ValueError(f"pixels: expected (batch, {want[0]}, {want[1]}, {want[2]}) channels-last, "
                        f"got shape {pixels.shape}")
     d = c.hidden_size
-    patches = nn.Conv(d, (c.patch_size, c.patch_size), strides=c.patch_size, padding="VALID",
-                      use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
-                      kernel_init=_partitioned(nn.initializers.normal(0.02),
-                                               (None, None, None, "embed")),
-                      name="patch_embedding")(pixels.astype(self.dtype))
+    patches = Conv2D(d, (c.patch_size, c.patch_size), c.patch_size, 0, use_bias=False,
+                     kernel_init=nn.initializers.normal(0.02),
+                     kernel_axes=(None, None, None, "embed"), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="patch_embedding")(pixels)
     b = patches.shape[0]
     patches = patches.reshape(b, -1, d)   # row-major over (h, w), as torch's flatten(2)
-    cls = self.param("class_embedding", _partitioned(nn.initializers.normal(1.0), ("embed",)),
+    cls = self.param("class_embedding", partitioned(nn.initializers.normal(1.0), ("embed",)),
                      (d,), self.param_dtype)
-    pos = self.param("position_embedding", _partitioned(nn.initializers.normal(0.02),
+    pos = self.param("position_embedding", partitioned(nn.initializers.normal(0.02),
                                                         (None, "embed")),
                      (patches.shape[1] + 1, d), self.param_dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype), (b, 1, d)), patches], axis=1)
@@ -139,13 +134,9 @@ class CLIPVisionEncoder(nn.Module):
     pooled = _layer_norm(c, self.dtype, self.param_dtype, "post_layernorm")(x[:, 0])
     image_embeds = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype,
                             param_dtype=self.param_dtype, name="visual_projection",
-                            kernel_init=_partitioned(nn.initializers.normal(d ** -0.5),
+                            kernel_init=partitioned(nn.initializers.normal(d ** -0.5),
                                                      ("embed", None)))(pooled)
     return {"last_hidden_state": x, "pooled": pooled, "image_embeds": image_embeds}
-
-
-def _dtype(name):
-  return jnp.dtype(name) if isinstance(name, str) else name
 
 
 def build_clip_vision(config: dict, dtype: str = "float32", param_dtype: str = "float32",
@@ -156,6 +147,6 @@ def build_clip_vision(config: dict, dtype: str = "float32", param_dtype: str = "
   if unknown:
     raise ValueError(f"CLIP vision config has unknown fields {unknown}; expected some of "
                      f"{sorted(fields)}")
-  return CLIPVisionEncoder(CLIPVisionConfig(**config), dtype=_dtype(dtype),
-                           param_dtype=_dtype(param_dtype), attention=attention,
+  return CLIPVisionEncoder(CLIPVisionConfig(**config), dtype=as_dtype(dtype),
+                           param_dtype=as_dtype(param_dtype), attention=attention,
                            remat_policy=remat_policy)

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sem_repa_jax.models.encoders.activations import get_activation
-from sem_repa_jax.nn.dense import Projection
-from sem_repa_jax.nn.stacking import scanned
 from sem_repa_jax.nn.attention import dot_product_attention
+from sem_repa_jax.nn.dense import Projection
+from sem_repa_jax.nn.partitioning import as_dtype, partitioned
+from sem_repa_jax.nn.stacking import scanned
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,6 @@ def relative_position_buckets(query_length: int, key_length: int, num_buckets: i
   return (buckets + np.where(rel < max_exact, rel, large)).astype(np.int32)
 
 
-def _partitioned(init, axes):
-  return nn.with_logical_partitioning(init, axes)
-
-
 class T5RMSNorm(nn.Module):
   """x / sqrt(mean(x^2) + eps) * weight, statistics in float32; no mean subtraction, no bias."""
   eps: float
@@ -104,7 +101,7 @@ class T5RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", _partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],),
+    scale = self.param("scale", partitioned(nn.initializers.ones, ("embed",)), (x.shape[-1],),
                        self.param_dtype)
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
@@ -179,12 +176,12 @@ class T5Encoder(nn.Module):
     # The table is looked up, never multiplied: a vocab-sharded gather would make XLA replicate it,
     # so only the embed axis carries a name.
     x = nn.Embed(c.vocab_size, c.d_model, dtype=self.dtype, param_dtype=self.param_dtype,
-                 embedding_init=_partitioned(nn.initializers.normal(1.0), (None, "embed")),
+                 embedding_init=partitioned(nn.initializers.normal(1.0), (None, "embed")),
                  name="shared")(input_ids).astype(residual_dtype(self.dtype))
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     table = self.param("relative_attention_bias",
-                       _partitioned(nn.initializers.normal(c.d_model ** -0.5), (None, "heads")),
+                       partitioned(nn.initializers.normal(c.d_model ** -0.5), (None, "heads")),
                        (c.relative_attention_num_buckets, c.num_heads), self.param_dtype)
     buckets = relative_position_buckets(length, length, c.relative_attention_num_buckets,
                                         c.relative_attention_max_distance)
@@ -201,10 +198,6 @@ class T5Encoder(nn.Module):
     return x.astype(self.dtype)
 
 
-def _dtype(name):
-  return jnp.dtype(name) if isinstance(name, str) else name
-
-
 def build_t5_encoder(config: dict, dtype: str = "float32", param_dtype: str = "float32",
                      attention: str = "xla", remat_policy: str = "none") -> T5Encoder:
   """Factory from JSON-able arguments (used by load_pretrained on converted folders)."""
@@ -212,5 +205,5 @@ def build_t5_encoder(config: dict, dtype: str = "float32", param_dtype: str = "f
   unknown = sorted(set(config) - fields)
   if unknown:
     raise ValueError(f"T5 config has unknown fields {unknown}; expected some of {sorted(fields)}")
-  return T5Encoder(T5Config(**config), dtype=_dtype(dtype), param_dtype=_dtype(param_dtype),
+  return T5Encoder(T5Config(**config), dtype=as_dtype(dtype), param_dtype=as_dtype(param_dtype),
                    attention=attention, remat_policy=remat_policy)
