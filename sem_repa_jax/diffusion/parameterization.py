@@ -40,7 +40,8 @@ class Preconditioning(NamedTuple):
   def to_x0(self, x, output):
     """x0 = c_skip x + c_out F, with the host coefficients cast to x's dtype (as torch does for its
     0-dim float64 tensors)."""
-    return jnp.asarray(self.c_skip).astype(x.dtype) * x + jnp.asarray(self.c_out).astype(x.dtype) * output
+    c_skip, c_out = (jnp.asarray(c).astype(x.dtype) for c in (self.c_skip, self.c_out))
+    return c_skip * x + c_out * output
 
 
 def x0_denoiser(network):

@@ -209,7 +209,8 @@ def euler_plan(alphas_cumprod, num_inference_steps: int, *, sigma_min: float = 0
   top = float(sigmas.max())
   # diffusers' rule: the variance-preserving-looking scale for 'leading' spacing (SVD's config).
   init = top if timestep_spacing in ("linspace", "trailing") else (top ** 2 + 1) ** 0.5
-  plan = SamplerPlan("euler", np.asarray(c_noise, np.float64), np.stack([c_in, c_skip, c_out], axis=1),
+  pre = np.stack([c_in, c_skip, c_out], axis=1)
+  plan = SamplerPlan("euler", np.asarray(c_noise, np.float64), pre,
                      np.stack([s, sigmas[1:] - s], axis=1), init)
   return _checked(plan, "0 < sigma_min < sigma_max")
 

@@ -41,7 +41,7 @@ class ModelFacts:
   use_ofs: bool = False                # 1.5-I2V: the ofs embedding, called with 2.0
   spatial_compression: int = 8
   temporal_compression: int = 4
-  prediction_type: str = "v_prediction"  # what the transformer outputs (parameterization.PREDICTION_TYPES)
+  prediction_type: str = "v_prediction"  # the transformer's output (parameterization.PREDICTION_TYPES)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ def _noise():
 
 # Not 1 or 2 steps: a step from sigma 700 to (nearly) 0 cancels x ~ 700 against itself, which leaves
 # ~1e-4 of float32 rounding in either implementation.
-@pytest.mark.parametrize("steps", [3, 4, 7])
+@pytest.mark.parametrize("steps", [3, 4, 7, 25])   # 25: SVD's default
 def test_euler_loop_matches_svd_scheduler(steps):
   ref = _svd_scheduler(steps)
   plan = samplers.make_plan("euler", None, steps)

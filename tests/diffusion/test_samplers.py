@@ -63,7 +63,7 @@ def test_ddim_steps_match_diffusers(snr_shift_scale, steps):
 
 @pytest.mark.parametrize("prediction_type", ["sample", "epsilon"])
 def test_other_prediction_types_read_as_v_match_diffusers(prediction_type):
-  """A model output read as x0 or eps, converted to v (schedules.prediction_to_v), steps as
+  """A model output read as x0 or eps, converted to v (parameterization.prediction_to_v), steps as
   diffusers' scheduler configured with that prediction_type steps the raw output."""
   ref = _reference(CogVideoXDDIMScheduler, 1.0)
   ref.register_to_config(prediction_type=prediction_type)
