@@ -103,8 +103,8 @@ def synthetic_batch(args, c, text_dim, rng):
 def backbone_loss_fn(model, config, alphas_cumprod):
   """L_t alone, built like finetune.make_loss_fn (same noise, image dropout, text dropout)."""
   from sem_repa_jax.diffusion import schedules
+  from sem_repa_jax.diffusion.losses import v_mse
   from sem_repa_jax.jobs import finetune
-  from sem_repa_jax.methods.semrepa.losses import mse
   f = config.finetune
   num_t = len(alphas_cumprod)
 
@@ -121,7 +121,7 @@ def backbone_loss_fn(model, config, alphas_cumprod):
     if text is not None:
       text = jnp.where((jax.random.uniform(k_txt, (b,)) >= f.text_dropout)[:, None, None], text, 0.0)
     v_hat = model.apply(variables, x, text, t, method=model.denoise)
-    l_t = mse(v_hat, schedules.velocity(alphas_cumprod, z0, eps, t))
+    l_t = v_mse(v_hat, z0, eps, alphas_cumprod, t)
     return l_t, {"loss_t": l_t}
   return loss_fn
 

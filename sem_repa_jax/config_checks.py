@@ -3,7 +3,7 @@
 import ml_collections
 
 from sem_repa_jax import jobs
-from sem_repa_jax.diffusion.schedules import PREDICTION_TYPES
+from sem_repa_jax.diffusion.parameterization import PREDICTION_TYPES
 from sem_repa_jax.training.mesh import ConfigError, check_mesh_shape  # noqa: F401 (re-exported)
 
 

@@ -2,8 +2,9 @@
 
 Tables are built once on the host in float64 numpy, as diffusers builds them in float64 torch, and
 cast to the compute dtype only where they meet an array (`add_noise`, the sampler coefficients).
-Functions that take arrays (`add_noise`, `v_to_x0`, ...) are jittable; `alpha_bar` may be a numpy
-table or a jax array, and `t` an integer array of timesteps.
+Functions that take arrays (`add_noise`, `alpha_bar_at`) are jittable; `alpha_bar` may be a numpy
+table or a jax array, and `t` an integer array of timesteps. What a network's output means at a
+noise level (v / eps / x0, EDM preconditioning) is in parameterization.py.
 """
 import math
 from typing import Optional
@@ -89,54 +90,6 @@ def add_noise(alphas_cumprod, x0, noise, t):
   return ab ** 0.5 * x0 + (1 - ab) ** 0.5 * noise
 
 
-def velocity(alphas_cumprod, x0, noise, t):
-  """The v-prediction target v = sqrt(ab) eps - sqrt(1 - ab) x0 (diffusers `get_velocity`)."""
-  ab = alpha_bar_at(alphas_cumprod, t, x0)
-  return ab ** 0.5 * noise - (1 - ab) ** 0.5 * x0
-
-
-def v_to_x0(alphas_cumprod, x_t, v, t):
-  ab = alpha_bar_at(alphas_cumprod, t, x_t)
-  return ab ** 0.5 * x_t - (1 - ab) ** 0.5 * v
-
-
-def v_to_eps(alphas_cumprod, x_t, v, t):
-  ab = alpha_bar_at(alphas_cumprod, t, x_t)
-  return ab ** 0.5 * v + (1 - ab) ** 0.5 * x_t
-
-
-def x0_to_v(alphas_cumprod, x_t, x0, t):
-  """Inverse of v_to_x0 at fixed x_t (undefined where ab_t = 1)."""
-  ab = alpha_bar_at(alphas_cumprod, t, x_t)
-  return (ab ** 0.5 * x_t - x0) / (1 - ab) ** 0.5
-
-
-def eps_to_v(alphas_cumprod, x_t, eps, t):
-  """Inverse of v_to_eps at fixed x_t (undefined where ab_t = 0)."""
-  ab = alpha_bar_at(alphas_cumprod, t, x_t)
-  return (eps - (1 - ab) ** 0.5 * x_t) / ab ** 0.5
-
-
-PREDICTION_TYPES = ("v_prediction", "sample", "epsilon")   # diffusers' names
-
-
-def prediction_to_v(alphas_cumprod, x_t, output, t, prediction_type: str = "v_prediction"):
-  """A network's output read as `prediction_type`, returned as the velocity v it implies.
-
-  CogVideoX predicts v. 'sample' (x0) prediction keeps noise out of the clean-latent estimate of a
-  network narrower than its patch tokens (JiT, Li & He 2025): a v or epsilon network must
-  reproduce the noise exactly, and what it cannot reproduce stays in z0_hat. Samplers and losses
-  work on v, so a model trained with either reads the same downstream.
-  """
-  if prediction_type == "v_prediction":
-    return output
-  if prediction_type == "sample":
-    return x0_to_v(alphas_cumprod, x_t, output, t)
-  if prediction_type == "epsilon":
-    return eps_to_v(alphas_cumprod, x_t, output, t)
-  raise ValueError(f"prediction_type {prediction_type!r}: expected one of {PREDICTION_TYPES}")
-
-
 # --- continuous sigmas (EDM; Stable Video Diffusion, StableAnimator) ------------------------------
 
 def karras_sigmas(num_inference_steps: int, sigma_min: float = 0.002, sigma_max: float = 700.0,
@@ -146,20 +99,6 @@ def karras_sigmas(num_inference_steps: int, sigma_min: float = 0.002, sigma_max:
   lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
   sigmas = (hi + ramp * (lo - hi)) ** rho
   return np.concatenate([sigmas, [0.0]]) if append_zero else sigmas
-
-
-def edm_v_preconditioning(sigma, sigma_data: float = 1.0):
-  """(c_skip, c_out, c_in, c_noise) of SVD's v-parameterized EDM denoiser.
-
-  x0 = c_skip x + c_out F(c_in x, c_noise); with sigma_data 1 this is diffusers' Euler v-prediction
-  x0 = -s/sqrt(s^2+1) F + x/(s^2+1), and c_noise = 0.25 ln s is the 'continuous' timestep.
-  """
-  s2 = sigma ** 2 + sigma_data ** 2
-  c_skip = sigma_data ** 2 / s2
-  c_out = -sigma * sigma_data / s2 ** 0.5
-  c_in = 1 / s2 ** 0.5
-  c_noise = 0.25 * (jnp.log(sigma) if isinstance(sigma, jax.Array) else np.log(sigma))
-  return c_skip, c_out, c_in, c_noise
 
 
 def shifted_cosine_sigmas(u, *, sigma_min: float = 0.002, sigma_max: float = 700.0,

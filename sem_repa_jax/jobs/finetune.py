@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from sem_repa_jax.diffusion import schedules
+from sem_repa_jax.diffusion import parameterization, schedules
 from sem_repa_jax.jobs import _semrepa
 from sem_repa_jax.methods.semrepa import factory
 from sem_repa_jax.methods.semrepa.frames import pool_face_embeddings
@@ -63,7 +63,7 @@ def make_loss_fn(model, config, alphas_cumprod):
       text = jnp.where(keep[:, None, None], text, 0.0)
     out = model.apply(variables, x, text, t, jnp.full((1,), 2.0) if ofs else None,
                       method=model.denoise)
-    v_hat = schedules.prediction_to_v(alphas_cumprod, z_t, out, t, prediction)
+    v_hat = parameterization.prediction_to_v(alphas_cumprod, z_t, out, t, prediction)
     _, mask = pool_face_embeddings(batch["face_embeds"], batch["face_present"], tc)
     return finetune_losses(
         v_hat, z_t, z0, d0, eps, t, mask,

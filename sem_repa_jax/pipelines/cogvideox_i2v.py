@@ -7,8 +7,8 @@ Stages (each a few lines below):
    multiplied by the VAE scaling factor (divided, for CogVideoX 1.5's invert_scale_latents), and
    followed by zero latent frames;
 3. sampling: noisy latents concatenated with the image latents on channels, the transformer's
-   v-prediction combined by classifier-free guidance ([uncond, cond] batch), DDIM or DPM++(2M) SDE
-   steps in one lax.scan (sem_repa_jax.diffusion.samplers);
+   v-prediction combined by classifier-free guidance ([uncond, cond] batch) and read as x0, DDIM or
+   DPM++(2M) SDE steps in one lax.scan (sem_repa_jax.diffusion.samplers);
 4. decode: latents divided by the scaling factor, VAE-decoded to pixels in [-1, 1].
 
 Models are passed in as (module, variables) following the project interfaces:
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sem_repa_jax.diffusion import guidance, samplers, schedules
+from sem_repa_jax.diffusion.parameterization import Preconditioning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,7 @@ class ModelFacts:
   use_ofs: bool = False                # 1.5-I2V: the ofs embedding, called with 2.0
   spatial_compression: int = 8
   temporal_compression: int = 4
-  prediction_type: str = "v_prediction"  # what the transformer outputs (schedules.PREDICTION_TYPES)
+  prediction_type: str = "v_prediction"  # the transformer's output (parameterization.PREDICTION_TYPES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,10 @@ class SamplingSettings:
     if self.num_frames < 1 or (self.num_frames - 1) % facts.temporal_compression:
       raise ValueError(f"num_frames={self.num_frames}: expected k * {facts.temporal_compression} + 1 "
                        "(e.g. 49)")
-    if self.sampler not in samplers.METHODS:
-      raise ValueError(f"sampler {self.sampler!r}: expected one of {samplers.METHODS}")
+    # CogVideoX is trained on a discrete alpha-bar schedule: only those steps can sample it.
+    names = samplers.step_names("discrete")
+    if self.sampler not in names:
+      raise ValueError(f"sampler {self.sampler!r}: expected one of {', '.join(names)}")
 
 
 def latent_frames(settings: SamplingSettings, facts: ModelFacts):
@@ -130,14 +133,14 @@ class CogVideoXImageToVideo:
 
   # --- stage 3: the compiled sampling loop ---------------------------------------------------------
   def _latents(self, transformer_variables, vae_variables, pixels, text, latents, image_noise,
-               timesteps, coefficients, scales, alphas_cumprod, key, *, method, do_cfg,
-               num_frames):
+               tables, scales, init_noise_sigma, key, *, method, do_cfg, num_frames):
     k_lat, k_img, k_loop = jax.random.split(key, 3)
     b, hw = pixels.shape[0], (pixels.shape[1] // self.facts.spatial_compression,
                               pixels.shape[2] // self.facts.spatial_compression)
     c = self.facts.latent_channels
     if latents is None:
       latents = jax.random.normal(k_lat, (b, num_frames, *hw, c), jnp.float32)
+    latents = latents * init_noise_sigma   # 1 for CogVideoX's schedulers; kept as diffusers does
     if image_noise is None:
       image_noise = jax.random.normal(k_img, (b, 1, *hw, c), jnp.float32)
     image_latent = self.encode_image(vae_variables, pixels, image_noise)
@@ -148,21 +151,21 @@ class CogVideoXImageToVideo:
       image_latents = jnp.concatenate([image_latents, image_latents], axis=0)
     ofs = jnp.full((image_latents.shape[0],), 2.0, jnp.float32) if self.facts.use_ofs else None
 
-    def denoise(x, t, scale):
-      x_in = jnp.concatenate([x, x], axis=0) if do_cfg else x
+    def denoise(x, pre: Preconditioning, scale):
+      x_in = pre.scale_input(x)
+      x_in = jnp.concatenate([x_in, x_in], axis=0) if do_cfg else x_in
       x_in = jnp.concatenate([x_in, image_latents], axis=-1)
-      t_b = jnp.full((x_in.shape[0],), t, jnp.int32)
+      t_b = jnp.full((x_in.shape[0],), pre.timestep, jnp.int32)
       out = self.transformer.apply(transformer_variables, x_in, text, t_b, ofs=ofs)
       out = out.astype(jnp.float32)
       if do_cfg:
         uncond, cond = jnp.split(out, 2, axis=0)
         out = guidance.classifier_free_guidance(uncond, cond, scale)
-      # Guidance is linear in the output and v is affine in it at fixed x: combining x0 (or eps)
-      # predictions and converting equals converting and combining.
-      return schedules.prediction_to_v(alphas_cumprod, x, out, jnp.full((x.shape[0],), t),
-                                       self.facts.prediction_type)
+      # Guidance is linear in the output and x0 is affine in it at fixed x: combining raw outputs
+      # and converting equals converting and combining.
+      return pre.to_x0(x, out)
 
-    x, _ = samplers.sample_loop(denoise, latents, timesteps, coefficients, method=method,
+    x, _ = samplers.sample_loop(denoise, latents, tables, method=method,
                                 guidance_scales=scales, key=k_loop,
                                 progress=self.progress if self.progress.enabled else None)
     return x
@@ -179,7 +182,8 @@ class CogVideoXImageToVideo:
     """(sampler plan, per-step guidance scales, the training schedule's alpha-bar table)."""
     ab = schedules.cogvideox_alphas_cumprod(settings.snr_shift_scale)
     plan = samplers.make_plan(settings.sampler, ab, settings.num_inference_steps,
-                              timestep_spacing=settings.timestep_spacing)
+                              timestep_spacing=settings.timestep_spacing,
+                              prediction_type=self.facts.prediction_type)
     scales = guidance.guidance_scales(plan.timesteps, settings.guidance_scale,
                                       use_dynamic_cfg=settings.use_dynamic_cfg)
     return plan, scales, ab
@@ -225,15 +229,13 @@ class CogVideoXImageToVideo:
       latents = _checked(latents, shape, "latents")
     if image_noise is not None:
       image_noise = _checked(image_noise, (b, 1, h, w, facts.latent_channels), "image_noise")
-    plan, scales, ab = self.plan(settings)
-    timesteps, coefficients = plan.arrays()
+    plan, scales, _ = self.plan(settings)
     self.progress.start(plan.num_steps)
     try:
       out = self._latents_fn(self.transformer_variables, self.vae_variables, jnp.asarray(pixels),
-                             text, latents, image_noise, timesteps, coefficients,
-                             jnp.asarray(scales, jnp.float32), ab.astype(np.float32), key,
-                             method=plan.method,
-                             do_cfg=do_cfg, num_frames=f_lat)
+                             text, latents, image_noise, plan.arrays(),
+                             jnp.asarray(scales, jnp.float32), np.float32(plan.init_noise_sigma),
+                             key, method=plan.method, do_cfg=do_cfg, num_frames=f_lat)
       out = jax.block_until_ready(out)
       jax.effects_barrier()
     finally:

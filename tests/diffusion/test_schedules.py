@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import CogVideoXDDIMScheduler, CogVideoXDPMScheduler, EulerDiscreteScheduler
 
-from sem_repa_jax.diffusion import schedules
+from sem_repa_jax.diffusion import parameterization, schedules
 
 
 def _cogvideox(cls, snr_shift_scale, spacing="trailing"):
@@ -47,16 +47,16 @@ def test_add_noise_velocity_and_conversions():
   t = np.array([0, 500, 999])
   tx0, teps, tt = torch.from_numpy(x0), torch.from_numpy(eps), torch.from_numpy(t)
   xt = np.asarray(schedules.add_noise(ab, x0, eps, t))
-  v = np.asarray(schedules.velocity(ab, x0, eps, t))
+  v = np.asarray(parameterization.velocity(ab, x0, eps, t))
   np.testing.assert_allclose(xt, ref.add_noise(tx0, teps, tt).numpy(), rtol=0, atol=1e-6)
   np.testing.assert_allclose(v, ref.get_velocity(tx0, teps, tt).numpy(), rtol=0, atol=1e-6)
-  np.testing.assert_allclose(schedules.v_to_x0(ab, xt, v, t), x0, atol=2e-5)
-  np.testing.assert_allclose(schedules.v_to_eps(ab, xt, v, t), eps, atol=2e-5)
+  np.testing.assert_allclose(parameterization.v_to_x0(ab, xt, v, t), x0, atol=2e-5)
+  np.testing.assert_allclose(parameterization.v_to_eps(ab, xt, v, t), eps, atol=2e-5)
   inner = np.array([1, 500, 900])  # where both inverses are well conditioned
   xt_i = np.asarray(schedules.add_noise(ab, x0, eps, inner))
-  v_i = np.asarray(schedules.velocity(ab, x0, eps, inner))
-  np.testing.assert_allclose(schedules.x0_to_v(ab, xt_i, x0, inner), v_i, atol=1e-3)
-  np.testing.assert_allclose(schedules.eps_to_v(ab, xt_i, eps, inner), v_i, atol=1e-3)
+  v_i = np.asarray(parameterization.velocity(ab, x0, eps, inner))
+  np.testing.assert_allclose(parameterization.x0_to_v(ab, xt_i, x0, inner), v_i, atol=1e-3)
+  np.testing.assert_allclose(parameterization.eps_to_v(ab, xt_i, eps, inner), v_i, atol=1e-3)
 
 
 def test_karras_sigmas_and_edm_preconditioning_match_svd_scheduler():
@@ -70,7 +70,7 @@ def test_karras_sigmas_and_edm_preconditioning_match_svd_scheduler():
   sigmas = schedules.karras_sigmas(25)
   np.testing.assert_allclose(sigmas.astype(np.float32), ref.sigmas.numpy(), rtol=1e-6)
   assert sigmas[0] == pytest.approx(700.0) and sigmas[-2] == pytest.approx(0.002) and sigmas[-1] == 0
-  c_skip, c_out, c_in, c_noise = schedules.edm_v_preconditioning(sigmas[:-1])
+  c_skip, c_out, c_in, c_noise = parameterization.edm_v_preconditioning(sigmas[:-1])
   np.testing.assert_allclose(c_noise.astype(np.float32), ref.timesteps.numpy(), rtol=1e-6)
   rng = np.random.default_rng(1)
   x = rng.standard_normal((1, 4, 3, 3)).astype(np.float32)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sem_repa_jax.diffusion import schedules
+from sem_repa_jax.diffusion import parameterization, schedules
 from sem_repa_jax.methods.semrepa import losses
 from sem_repa_jax.methods.semrepa.frames import latent_frame_groups, pool_face_embeddings
 from sem_repa_jax.methods.semrepa.id_alignment import IDAlignmentConfig, IDAlignmentModule
@@ -96,7 +96,7 @@ def test_noisy_structure_variant_uses_the_previous_noise_level():
   k = jax.random.split(jax.random.key(1), 3)
   z0, d0, eps = (jax.random.normal(ki, (2, 3, 4, 4, 2)) for ki in k)
   t = jnp.array([10, 0])
-  v = schedules.velocity(AB, z0, eps, t)
+  v = parameterization.velocity(AB, z0, eps, t)
   z_t = schedules.add_noise(AB, z0, eps, t)
   # With a perfect prediction the DDIM step lands exactly on z_{t-1} of the same noise (z0 at t=0).
   z_prev = losses.ddim_previous(AB, z_t, v, t)

@@ -4,7 +4,7 @@ All functions take apply-closures for the alignment modules, `sam(latents, times
 latents` and `idm(latents, depth_latents) -> (B,f,D) unit embeddings`, so the same code serves stage
 1 (modules trained) and stage 2 (modules frozen: the caller closes over stop_gradient'ed variables).
 
-Noise conventions are CogVideoX's (v-prediction, sem_repa_jax.diffusion.schedules):
+Noise conventions are CogVideoX's (v-prediction, sem_repa_jax.diffusion.parameterization):
 z_t = sqrt(ab_t) z0 + sqrt(1 - ab_t) eps, v = sqrt(ab_t) eps - sqrt(1 - ab_t) z0.
 Depth latents at a noise level use the SAME eps as the video latents, so the noisy structure target
 is predictable from the noisy video (d_t - z_t = sqrt(ab_t) (d0 - z0)).
@@ -13,7 +13,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from sem_repa_jax.diffusion import schedules
+from sem_repa_jax.diffusion import parameterization, schedules
+from sem_repa_jax.diffusion.losses import denoising_loss, mse
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +42,8 @@ def previous_alpha_bar(alphas_cumprod, t):
 
 def ddim_previous(alphas_cumprod, z_t, v_hat, t):
   """One deterministic DDIM step of the training schedule, z_t -> z_{t-1}, from the prediction."""
-  z0_hat = schedules.v_to_x0(alphas_cumprod, z_t, v_hat, t)
-  eps_hat = schedules.v_to_eps(alphas_cumprod, z_t, v_hat, t)
+  z0_hat = parameterization.v_to_x0(alphas_cumprod, z_t, v_hat, t)
+  eps_hat = parameterization.v_to_eps(alphas_cumprod, z_t, v_hat, t)
   ab_prev = previous_alpha_bar(alphas_cumprod, t).reshape((-1,) + (1,) * (z_t.ndim - 1))
   return jnp.sqrt(ab_prev) * z0_hat + jnp.sqrt(1.0 - ab_prev) * eps_hat
 
@@ -51,10 +52,6 @@ def noised_to_previous(alphas_cumprod, x0, eps, t):
   """x_{t-1} = sqrt(ab_{t-1}) x0 + sqrt(1 - ab_{t-1}) eps (x0 itself at t = 0)."""
   ab_prev = previous_alpha_bar(alphas_cumprod, t).reshape((-1,) + (1,) * (x0.ndim - 1))
   return jnp.sqrt(ab_prev) * x0 + jnp.sqrt(1.0 - ab_prev) * eps
-
-
-def mse(a, b):
-  return jnp.mean(jnp.square(a.astype(jnp.float32) - b.astype(jnp.float32)))
 
 
 def masked_l1(pred, target, mask):
@@ -100,13 +97,8 @@ def finetune_losses(v_hat, z_t, z0, d0, eps, timestep, face_mask, sam, idm,
   face_mask: (B,f) latent frames with a face; L_ID is averaged over those only.
   Returns (total, {name: scalar}).
   """
-  z0_hat = schedules.v_to_x0(alphas_cumprod, z_t, v_hat, timestep)
-  if config.max_diffusion_weight > 0:
-    err = jnp.square(z0_hat.astype(jnp.float32) - z0.astype(jnp.float32))
-    ab = schedules.alpha_bar_at(alphas_cumprod, timestep, err)
-    l_t = jnp.mean(jnp.minimum(1.0 / (1.0 - ab), config.max_diffusion_weight) * err)
-  else:
-    l_t = mse(v_hat, schedules.velocity(alphas_cumprod, z0, eps, timestep))
+  z0_hat = parameterization.v_to_x0(alphas_cumprod, z_t, v_hat, timestep)
+  l_t = denoising_loss(v_hat, z0_hat, z0, eps, alphas_cumprod, timestep, config.max_diffusion_weight)
   if config.structure_input == "clean":
     d_hat = sam(z0_hat, jnp.zeros_like(timestep))
     l_s = mse(d_hat, d0)
