@@ -54,8 +54,8 @@ def _notes(config, cfgs) -> str:
   pred = config.diffusion.prediction_type
   pred = ("" if pred == "v_prediction" else
           f" The backbone's output is read as {'x0' if pred == 'sample' else 'eps'} "
-          f"(diffusion.prediction_type = '{pred}') and converted to v for every loss and for the "
-          "sampler; CogVideoX itself predicts v, but a network narrower than its patch tokens "
+          f"(diffusion.prediction_type = '{pred}'): converted to v for every loss, taken as x0 by "
+          "the sampler; CogVideoX itself predicts v, but a network narrower than its patch tokens "
           "cannot reproduce the noise that v contains, and what it misses stays in the samples.")
   cap = (f" (each timestep's x0 error weighted by min(1 / (1 - ab_t), {f.max_diffusion_weight:g}) "
          "instead of the v-MSE's 1 / (1 - ab_t))" if f.max_diffusion_weight > 0 else "")
