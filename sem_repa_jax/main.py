@@ -1,4 +1,8 @@
-"""Entry point: `python -m sem_repa_jax.main --config configs/X.py [--config.a.b=v ...]`."""
+"""Entry point: `python -m sem_repa_jax.main --config configs/X.py [--config.a.b=v ...]`.
+
+Logging is set up once the workdir and the process index are known (logging_setup.py): the
+console keeps the project's lines, warnings and progress bars; <workdir>/log.txt gets everything.
+"""
 import os
 import sys
 
@@ -41,10 +45,13 @@ def main(argv) -> int:
   except config_checks.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if jax.process_index() == 0:
-    path = write_resolved_config(config, config.workdir)
-    logging.info("job %s, resolved config in %s", config.job, path)
-  run(config)
+  from sem_repa_jax import logging_setup
+  # From here on: a quiet console (process 0) and every record in <workdir>/log.txt.
+  with logging_setup.setup(config.workdir, jax.process_index()) as log:
+    if jax.process_index() == 0:
+      path = write_resolved_config(config, config.workdir)
+      logging.info("job %s, resolved config in %s, log in %s", config.job, path, log.path)
+    run(config)
   return 0
 
 

@@ -1,6 +1,7 @@
 """The package's imports point down the layers (docs/architecture.md):
 
-  nn <- models <- diffusion / training / eval <- methods <- pipelines <- jobs <- config_checks <- main
+  logging_setup <- nn <- models <- diffusion / training / eval <- methods <- pipelines <- jobs
+    <- config_checks <- main
 
 Every import statement counts, those inside functions (lazy imports) included. The package never
 imports configs/, conversion/, tests/ or benchmarks/; data_pipelines/ (which imports the package)
@@ -15,8 +16,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "sem_repa_jax")
-LAYERS = {"nn": 1, "models": 2, "diffusion": 3, "training": 3, "eval": 3, "methods": 4,
-          "pipelines": 5, "jobs": 6, "config_checks": 7, "main": 8}
+# logging_setup imports nothing of the package, so every layer may use it.
+LAYERS = {"logging_setup": 0, "nn": 1, "models": 2, "diffusion": 3, "training": 3, "eval": 3,
+          "methods": 4, "pipelines": 5, "jobs": 6, "config_checks": 7, "main": 8}
 OUTSIDE = ("configs", "conversion", "tests", "benchmarks")
 DATA_PIPELINES_FROM = LAYERS["pipelines"]
 

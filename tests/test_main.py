@@ -5,6 +5,8 @@ import sys
 import pytest
 
 from sem_repa_jax import config_checks, jobs
+# The fixture of a tokenizer and a converted tiny T5.
+from tests.jobs.test_encode_text import assets  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,3 +33,34 @@ def test_mesh_shape_resolves(shape, devices, expected):
 def test_bad_mesh_shapes_are_explained(shape, msg):
   with pytest.raises(config_checks.ConfigError, match=msg):
     config_checks.check_mesh_shape(shape, ("data", "fsdp", "tensor"), 8)
+
+
+def test_console_is_quiet_and_log_txt_has_every_record(assets, tmp_path):
+  """A real job through the CLI: encode_text loads the converted T5 with Orbax (INFO records) and
+  warns about a truncated prompt."""
+  root, _ = assets
+  prompts = tmp_path / "prompts.txt"
+  prompts.write_text("a cat runs on the beach a dog runs on the beach a man walks in the rain\n"
+                     "a dog runs\n")
+  workdir = tmp_path / "work"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  args = [sys.executable, "-m", "sem_repa_jax.main", "--config", "configs/encode_text.py",
+          f"--config.workdir={workdir}", f"--config.encode_text.prompts={prompts}",
+          f"--config.encode_text.tokenizer={root / 'tokenizer'}",
+          f"--config.encode_text.text_encoder={root / 't5'}", "--config.encode_text.max_length=12",
+          "--config.encode_text.storage_dtype=float32", "--config.progress_bar=False"]
+  r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-3000:]
+  console = r.stdout + r.stderr
+  assert "orbax" not in console.lower()
+  assert "encode_text: 3 prompts, 3 unique" in console
+  warning = "WARNING sem_repa_jax.jobs.encode_text: encode_text: prompt truncated to 12 tokens"
+  assert warning in console
+  assert len(console.splitlines()) <= 6, console
+
+  lines = open(workdir / "log.txt").read().splitlines()
+  orbax = [l for l in lines if " INFO p0 orbax.checkpoint" in l]
+  assert orbax, "\n".join(lines)
+  assert any(" WARNING p0 sem_repa_jax.jobs.encode_text:" in l and "truncated" in l for l in lines)
+  assert any(" INFO p0 sem_repa_jax.main:" in l and "job encode_text" in l for l in lines)

@@ -105,6 +105,7 @@ def sample(config, cfgs) -> bool:
       pipe = i2v.CogVideoXImageToVideo(module, tvars, codec, {}, facts=facts,
                                        progress=config.progress_bar)
     pipe.transformer_variables = tvars      # same shapes: the compiled loop is reused
+    pipe.progress.desc = f"sample {name}"
     logging.info("sampling %d clips with the %s backbone", len(recs), label)
     res = pipe(first, text, text, key=jax.random.key(config.seed), settings=settings)
     out[f"latents_{name}"] = np.asarray(res["latents"])

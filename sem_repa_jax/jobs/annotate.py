@@ -4,6 +4,7 @@ a dataset, into ArrayRecord records.
 See data_pipelines/annotate.py for the stages, data_pipelines/annotators.py for the annotator of
 each field and docs/data.md for the record schema.
 """
+import functools
 import os
 
 from absl import logging
@@ -41,6 +42,10 @@ def run(config) -> None:
 
   from data_pipelines import annotate, annotators, synthetic
   d, a = config.data, config.annotate
+  dataset_name = d.split or os.path.basename(os.path.normpath(d.root))
+
+  def bar(desc):
+    return functools.partial(tqdm, desc=f"{desc} {dataset_name}") if config.progress_bar else None
   shard_index = jax.process_index() if a.shard_index < 0 else a.shard_index
   shard_count = jax.process_count() if a.shard_count < 0 else a.shard_count
   if d.synthetic_clips > 0 and not os.path.isfile(os.path.join(d.root, "manifest.jsonl")):
@@ -48,7 +53,7 @@ def run(config) -> None:
       logging.info("rendering %d synthetic clips into %s", d.synthetic_clips, d.root)
       synthetic.write_dataset(d.root, d.synthetic_clips, d.num_frames, d.synthetic_height,
                               d.synthetic_width, fps=d.fps, seed=config.seed,
-                              progress=tqdm if config.progress_bar else None)
+                              progress=bar("render"))
     if shard_count > 1:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("synthetic dataset written")
@@ -58,6 +63,6 @@ def run(config) -> None:
   out = a.output_dir or os.path.join(config.workdir, "annotations")
   summary = annotate.annotate_dataset(
       d.root, out, spec, annotators.for_method(a.method, _teachers(config)),
-      shard_index=shard_index, shard_count=shard_count,
-      split=d.split or None, progress=tqdm if config.progress_bar else None)
+      shard_index=shard_index, shard_count=shard_count, split=d.split or None,
+      progress=bar("annotate"))
   logging.info("annotation shard %d/%d: %s", shard_index, shard_count, summary)

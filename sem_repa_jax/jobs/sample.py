@@ -126,6 +126,7 @@ def run(config) -> None:
   stem = os.path.splitext(os.path.basename(config.image))[0]
   for i in range(config.num_samples):
     key = jax.random.key(config.seed + i)
+    pipe.progress.desc = f"sample {i + 1}/{config.num_samples}"
     if config.num_windows > 1:
       out = pipe.generate_long(image, pos, neg, key=key, num_windows=config.num_windows,
                                settings=settings)

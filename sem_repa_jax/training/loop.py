@@ -27,9 +27,13 @@ How a job uses it:
                      num_steps=config.num_train_steps, checkpointer=ckpt,
                      writer=MetricsWriter(config.workdir, start), config=config)
 
+`train` compiles the step on the first batch before its progress bar starts (the bar's ETA then
+excludes compilation) and logs the compile time and the compiled memory figures once.
+
 Precision: keep param_dtype float32 (master weights, fp32 gradients and moments) and set the
 modules' dtype to bfloat16 for compute; nothing here casts.
 """
+import time
 from typing import Callable
 
 import flax.linen as nn
@@ -40,6 +44,7 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
+from sem_repa_jax import logging_setup
 from sem_repa_jax.training import sharding as sharding_lib
 from sem_repa_jax.training.train_state import TrainState, merge, shardings_of
 
@@ -72,9 +77,40 @@ def make_train_step(loss_fn: Callable, schedule: optax.Schedule | None = None) -
   return train_step
 
 
-def compile_train_step(train_step: Callable, abstract_state, mesh, rules) -> Callable:
+class TrainStep:
+  """`step(state, batch) -> (state, metrics)`: the jitted step, compiled ahead of time by
+  `compile(batch)` so that compilation happens before the progress bar starts (its ETA then
+  counts steps only). Batches of other shapes or shardings than the compiled one go through jit.
+  `compiled`: the ahead-of-time executable (None until `compile`)."""
+
+  def __init__(self, jitted, abstract_state, mesh):
+    self._jitted, self._abstract_state, self._mesh = jitted, abstract_state, mesh
+    self.compiled, self._batch_spec = None, None
+
+  def compile(self, batch) -> dict | None:
+    """Lowers and compiles for the abstract state and `batch`'s shapes and shardings; returns
+    {'compile_s': seconds, and the compiled memory figures in bytes where the backend has them},
+    or None when it is already compiled for such batches (a second `train` on the same step)."""
+    spec = _spec_of(batch)
+    if self.compiled is not None and spec == self._batch_spec:
+      return None
+    t0 = time.perf_counter()
+    with jax.set_mesh(self._mesh):
+      self.compiled = self._jitted.lower(self._abstract_state, spec).compile()
+    self._batch_spec = spec
+    return {"compile_s": time.perf_counter() - t0, **memory_figures(self.compiled)}
+
+  def __call__(self, state, batch):
+    with jax.set_mesh(self._mesh):
+      if self.compiled is not None and _spec_of(batch) == self._batch_spec:
+        return self.compiled(state, batch)
+      return self._jitted(state, batch)
+
+
+def compile_train_step(train_step: Callable, abstract_state, mesh, rules) -> TrainStep:
   """jit with the state donated and kept in its shardings; batches arrive already sharded
-  (sharding.shard_batch). Logical constraints inside the model resolve with `rules` on `mesh`."""
+  (sharding.shard_batch). Logical constraints inside the model resolve with `rules` on `mesh`.
+  `train` compiles it ahead of time on the first batch (TrainStep.compile)."""
   state_shardings = shardings_of(abstract_state)
 
   def step(state, batch):
@@ -84,11 +120,48 @@ def compile_train_step(train_step: Callable, abstract_state, mesh, rules) -> Cal
   jitted = jax.jit(step, in_shardings=(state_shardings, None),
                    out_shardings=(state_shardings, sharding_lib.replicated(mesh)),
                    donate_argnums=(0,))
+  return TrainStep(jitted, abstract_state, mesh)
 
-  def run(state, batch):
-    with jax.set_mesh(mesh):
-      return jitted(state, batch)
-  return run
+
+_MEMORY_FIELDS = (("argument", "argument_size_in_bytes"), ("output", "output_size_in_bytes"),
+                  ("alias", "alias_size_in_bytes"), ("temp", "temp_size_in_bytes"),
+                  ("generated_code", "generated_code_size_in_bytes"))
+
+
+def memory_figures(compiled) -> dict:
+  """compiled.memory_analysis() as {'<field>_bytes': int} (per device); {} where unavailable."""
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (backends without it raise various errors)
+    return {}
+  if stats is None:
+    return {}
+  return {f"{name}_bytes": int(getattr(stats, attr)) for name, attr in _MEMORY_FIELDS
+          if getattr(stats, attr, None) is not None}
+
+
+def _spec_of(batch):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), batch)
+
+
+def _mib(n: int) -> str:
+  return f"{n / 2 ** 20:.1f} MiB"
+
+
+def _log_compiled(name: str, figures: dict) -> None:
+  memory = ", ".join(f"{k[:-len('_bytes')]} {_mib(v)}" for k, v in figures.items()
+                     if k.endswith("_bytes"))
+  logging.info("%s: train step compiled in %.1f s%s", name, figures["compile_s"],
+               f" (memory per device: {memory})" if memory else "")
+
+
+def _next_batch(data_iterator, step: int, num_steps: int, mesh, rules):
+  try:
+    host_batch = next(data_iterator)
+  except StopIteration:
+    raise ValueError(f"the data iterator ran out before step {step + 1} of {num_steps}; "
+                     "repeat the dataset (grain: .repeat()) or lower the number of steps") from None
+  return sharding_lib.shard_batch(host_batch, mesh, rules)
 
 
 def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_steps: int,
@@ -108,16 +181,19 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
     checkpoint_every = config.checkpoint.every_steps if config is not None else 0
   if progress_bar is None:
     progress_bar = bool(config.progress_bar) if config is not None else False
-  bar = tqdm(total=num_steps, initial=start_step, disable=not progress_bar or jax.process_index() != 0,
-             desc="train", dynamic_ncols=True)
+  name = config.job if config is not None and config.get("job") else "train"
+  batch = _next_batch(data_iterator, start_step, num_steps, mesh, rules) \
+      if start_step < num_steps else None
+  # Compiling before the bar starts keeps compilation out of its rate and ETA.
+  figures = step_fn.compile(batch) if batch is not None and hasattr(step_fn, "compile") else None
+  if figures is not None:
+    _log_compiled(name, figures)
+  bar = tqdm(total=num_steps, initial=start_step, desc=name, unit="step", dynamic_ncols=True,
+             disable=not progress_bar or jax.process_index() != 0)
   pending = []
   for step in range(start_step, num_steps):
-    try:
-      host_batch = next(data_iterator)
-    except StopIteration:
-      raise ValueError(f"the data iterator ran out before step {step + 1} of {num_steps}; "
-                       "repeat the dataset (grain: .repeat()) or lower the number of steps") from None
-    batch = sharding_lib.shard_batch(host_batch, mesh, rules)
+    if step > start_step:
+      batch = _next_batch(data_iterator, step, num_steps, mesh, rules)
     state, metrics = step_fn(state, batch)
     pending.append(metrics)
     done = step + 1
@@ -132,7 +208,8 @@ def train(state, step_fn, data_iterator, *, mesh, rules, start_step: int, num_st
         logging.warning("steps %d-%d: %d update(s) skipped for a non-finite loss or gradient",
                         done - len(fetched) + 1, done, int(summary["skipped"]))
       if writer is not None:
-        writer.write(done, summary)
+        with logging_setup.file_only(not bar.disable):   # the bar shows the loss meanwhile
+          writer.write(done, summary)
       bar.set_postfix(loss=f"{summary['loss']:.4g}")
     bar.update(1)
     preempted = checkpointer is not None and checkpointer.reached_preemption(done)

@@ -1,9 +1,11 @@
 import json
+import logging
 import os
 
 import jax
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from sem_repa_jax.training import loop, sharding
 from sem_repa_jax.training.checkpoint import Checkpointer
@@ -109,3 +111,34 @@ def test_exhausted_data_is_explained(job):
   cfg, (mesh, rules, abstract, init, step_fn) = job
   with pytest.raises(ValueError, match="ran out before step 1 of 3.*repeat"):
     loop.train(None, step_fn, iter([]), mesh=mesh, rules=rules, start_step=0, num_steps=3)
+
+
+def test_step_compiles_once_before_the_bar_and_logs_time_and_memory(tmp_path, monkeypatch,
+                                                                     caplog):
+  cfg = toy.config((2, 4, 1), workdir=tmp_path)
+  cfg.job = "toy_job"
+  mesh, rules, abstract, init, step_fn = toy.setup(cfg)
+  compiles = lambda: sum("Finished XLA compilation of jit(step)" in r.getMessage()
+                         for r in caplog.records)
+  at_bar = []
+
+  def bar(*args, **kwargs):
+    at_bar.append((compiles(), kwargs["desc"]))
+    return tqdm(*args, **kwargs)
+  monkeypatch.setattr(loop, "tqdm", bar)
+  caplog.set_level(logging.INFO)
+  with jax.log_compiles():
+    loop.train(init(), step_fn, toy.dataset(16), mesh=mesh, rules=rules, start_step=0,
+               num_steps=3, config=cfg)
+    assert at_bar == [(1, "toy_job")]      # compiled before the bar (named after the job) starts
+    assert compiles() == 1                 # and every step ran that one executable
+    loop.train(init(), step_fn, toy.dataset(16), mesh=mesh, rules=rules, start_step=0,
+               num_steps=2, config=cfg)
+  assert compiles() == 1
+  logged = [r.getMessage() for r in caplog.records if "train step compiled" in r.getMessage()]
+  assert len(logged) == 1, logged           # once per compiled step, not per call of train
+  assert logged[0].startswith("toy_job: train step compiled in ")
+  for figure in ("argument", "output", "temp", "generated_code"):
+    assert f"{figure} " in logged[0] and " MiB" in logged[0]
+  figures = loop.memory_figures(step_fn.compiled)
+  assert figures["argument_bytes"] > 0 and figures["output_bytes"] > 0
