@@ -17,6 +17,7 @@ from sem_repa_jax.nn.attention import dot_product_attention
 from sem_repa_jax.nn.convs import Conv2D
 from sem_repa_jax.nn.dense import Projection
 from sem_repa_jax.nn.norms import LayerNorm
+from sem_repa_jax.models.config_fields import from_fields
 from sem_repa_jax.nn.partitioning import as_dtype, partitioned
 from sem_repa_jax.nn.stacking import scanned
 
@@ -142,11 +143,6 @@ class CLIPVisionEncoder(nn.Module):
 def build_clip_vision(config: dict, dtype: str = "float32", param_dtype: str = "float32",
                       attention: str = "xla", remat_policy: str = "none") -> CLIPVisionEncoder:
   """Factory from JSON-able arguments (used by load_pretrained on converted folders)."""
-  fields = {f.name for f in dataclasses.fields(CLIPVisionConfig)}
-  unknown = sorted(set(config) - fields)
-  if unknown:
-    raise ValueError(f"CLIP vision config has unknown fields {unknown}; expected some of "
-                     f"{sorted(fields)}")
-  return CLIPVisionEncoder(CLIPVisionConfig(**config), dtype=as_dtype(dtype),
+  return CLIPVisionEncoder(from_fields(CLIPVisionConfig, config, "CLIP vision"), dtype=as_dtype(dtype),
                            param_dtype=as_dtype(param_dtype), attention=attention,
                            remat_policy=remat_policy)

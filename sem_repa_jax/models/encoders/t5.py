@@ -10,7 +10,6 @@ T5 differs from a textbook transformer in ways that all change numbers:
 CogVideoX runs the encoder WITHOUT an attention mask on 226 right-padded tokens, so `mask` is optional
 and off by default.
 """
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -22,6 +21,7 @@ import numpy as np
 
 from sem_repa_jax.models.encoders.activations import get_activation
 from sem_repa_jax.nn.attention import dot_product_attention
+from sem_repa_jax.models.config_fields import from_fields
 from sem_repa_jax.nn.dense import Projection
 from sem_repa_jax.nn.partitioning import as_dtype, partitioned
 from sem_repa_jax.nn.stacking import scanned
@@ -201,9 +201,5 @@ class T5Encoder(nn.Module):
 def build_t5_encoder(config: dict, dtype: str = "float32", param_dtype: str = "float32",
                      attention: str = "xla", remat_policy: str = "none") -> T5Encoder:
   """Factory from JSON-able arguments (used by load_pretrained on converted folders)."""
-  fields = {f.name for f in dataclasses.fields(T5Config)}
-  unknown = sorted(set(config) - fields)
-  if unknown:
-    raise ValueError(f"T5 config has unknown fields {unknown}; expected some of {sorted(fields)}")
-  return T5Encoder(T5Config(**config), dtype=as_dtype(dtype), param_dtype=as_dtype(param_dtype),
+  return T5Encoder(from_fields(T5Config, config, "T5"), dtype=as_dtype(dtype), param_dtype=as_dtype(param_dtype),
                    attention=attention, remat_policy=remat_policy)
