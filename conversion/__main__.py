@@ -1,4 +1,4 @@
-"""`python -m conversion <kind> --src SRC --dst DST [--dtype float32|bfloat16]`."""
+"""`python -m conversion <kind> --src SRC --dst DST [--dtype float32|bfloat16] [--variant fp16]`."""
 import argparse
 import sys
 
@@ -17,9 +17,12 @@ def main(argv=None) -> int:
     p.add_argument("--src", required=True, help="what users download (model folder or file)")
     p.add_argument("--dst", required=True, help="output folder: config.json + Orbax variables")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--variant", default=None,
+                   help="weights variant of a diffusers/transformers folder, e.g. fp16 for "
+                        "*.fp16.safetensors (default: the files without one)")
   args = parser.parse_args(argv)
   try:
-    dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype)
+    dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype, variant=args.variant)
   except (ConversionError, CheckpointError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

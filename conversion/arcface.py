@@ -380,7 +380,9 @@ def convert_arrays(arrays: dict, config, src: str = "checkpoint") -> dict:
                          np.float32, src_name=src)
 
 
-def _read(src: str):
+def _read(src: str, variant=None):
+  if variant is not None:
+    raise ValueError(f"--variant {variant!r}: arcface reads one .onnx or .pth file, which has none")
   arrays, config = load_arrays(src)
   return DictSource(_rename_scanned(arrays)), config
 
@@ -390,8 +392,8 @@ def _module_kwargs(config, dtype: str) -> dict:
   return dict(config=config_to_json(config), param_dtype=dtype)
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
   # Running statistics stay float32: BN variances lose too much in bfloat16.
   return driver.convert(src, dst, dtype, kind=KIND, read=_read, rules=lambda config: RULES,
                         target_shapes=target_shapes, module_kwargs=_module_kwargs,
-                        keep_float32=("batch_stats/",))
+                        keep_float32=("batch_stats/",), variant=variant)

@@ -60,10 +60,10 @@ def target_shapes(module) -> dict:
   return mapping.abstract_shapes(module.init, pixels)
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
   from sem_repa_jax.models.encoders import clip
   read = driver.folder(clip.config_from_transformers, view=_without_position_ids,
                        model_types=("clip_vision_model", "clip"),
                        expected="a CLIPVisionModelWithProjection folder")
   return driver.convert(src, dst, dtype, kind=KIND, read=read, rules=rules,
-                        target_shapes=target_shapes)
+                        target_shapes=target_shapes, variant=variant)

@@ -79,7 +79,7 @@ def target_shapes(module) -> dict:
   return mapping.abstract_shapes(module.init, **example_inputs(module.config))
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
   from sem_repa_jax.models.cogvideox.transformer import config_from_diffusers
   return driver.convert(src, dst, dtype, kind=KIND, read=driver.folder(config_from_diffusers),
-                        rules=rules, target_shapes=target_shapes)
+                        rules=rules, target_shapes=target_shapes, variant=variant)

@@ -58,7 +58,7 @@ def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint
   return mapping.convert(source, RULES, target_shapes(module), dtype=dtype, src_name=src_name)
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
   from sem_repa_jax.models.cogvideox.vae import config_from_diffusers
   return driver.convert(src, dst, dtype, kind=KIND, read=driver.folder(config_from_diffusers),
-                        rules=lambda config: RULES, target_shapes=target_shapes)
+                        rules=lambda config: RULES, target_shapes=target_shapes, variant=variant)

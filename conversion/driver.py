@@ -18,8 +18,8 @@ from conversion.mapping import ConversionError
 from conversion.safetensors_io import SafetensorsCheckpoint, read_config
 from conversion.writer import parse_dtype, save_converted
 
-# (source, model config) of a SRC path.
-Reader = Callable[[str], tuple[mapping.Source, Any]]
+# (source, model config) of a SRC path and a weights variant (None: the default weights).
+Reader = Callable[[str, Optional[str]], tuple[mapping.Source, Any]]
 
 
 def standard_kwargs(config, dtype: str) -> dict:
@@ -43,7 +43,7 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
   `expected` says in the error what folder was expected instead. A config the model cannot take is
   reported before any tensor is opened."""
 
-  def read(src: str):
+  def read(src: str, variant: Optional[str] = None):
     raw = read_config(src)
     try:
       if model_types and raw.get("model_type", model_types[0]) not in model_types:
@@ -54,7 +54,7 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
       msg = str(e)   # some readers name the file themselves
       named = msg if msg.startswith("config.json") else f"config.json: {msg}"
       raise ConversionError(src, [named]) from None
-    ckpt = SafetensorsCheckpoint(src)
+    ckpt = SafetensorsCheckpoint(src, variant)
     return (view(ckpt, src) if view else ckpt), config
 
   return read
@@ -63,14 +63,16 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
 def convert(src: str, dst: str, dtype: str = "float32", *, kind: str, read: Reader,
             rules: Callable[[Any], list], target_shapes: Callable[[Any], dict],
             module_kwargs: Callable[[Any, str], dict] = standard_kwargs,
-            keep_float32: tuple[str, ...] = ()) -> str:
+            keep_float32: tuple[str, ...] = (), variant: Optional[str] = None) -> str:
   """Converts SRC into DST (config.json + Orbax variables) and returns DST.
 
+  variant: which weights files of a folder to read (e.g. 'fp16' for the *.fp16.safetensors that
+  diffusers folders ship beside the float32 ones); None reads those without a variant.
   keep_float32: flat-path prefixes (e.g. 'batch_stats/') that stay float32 whatever `dtype` is.
   Nothing is written unless every check of conversion.mapping passes.
   """
   np_dtype = parse_dtype(dtype)
-  source, config = read(src)
+  source, config = read(src, variant)
   try:
     kwargs = module_kwargs(config, dtype)
     module = build(kind, kwargs)

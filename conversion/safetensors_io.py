@@ -5,6 +5,7 @@ with an `*.safetensors.index.json` that maps each tensor name to its file.
 """
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 
@@ -63,12 +64,16 @@ def read_header(path: str) -> dict[str, TensorInfo]:
 
 
 class SafetensorsCheckpoint:
-  """All tensors of a checkpoint file or folder, read lazily through memory maps."""
+  """All tensors of a checkpoint file or folder, read lazily through memory maps.
 
-  def __init__(self, src: str):
+  variant: in a folder, the weights of that variant (diffusers' `variant`, e.g. 'fp16' reads
+  diffusion_pytorch_model.fp16.safetensors, or the shards its index.fp16.json names); None reads
+  the files without one."""
+
+  def __init__(self, src: str, variant: str | None = None):
     self.src = src
     self.infos: dict[str, TensorInfo] = {}
-    for path in _checkpoint_files(src):
+    for path in _checkpoint_files(src, variant):
       for name, info in read_header(path).items():
         if name in self.infos:
           raise CheckpointError(f"{src}: tensor {name!r} appears in both {self.infos[name].file} "
@@ -97,13 +102,33 @@ class SafetensorsCheckpoint:
     self._maps.clear()
 
 
-def _checkpoint_files(src: str) -> list[str]:
+_WEIGHTS = re.compile(r"^[^.]+?(?:\.(?P<variant>[^.-]+))?(?:-\d+-of-\d+)?\.safetensors$")
+_INDEX = re.compile(r"^[^.]+\.safetensors\.index(?:\.(?P<variant>[^.]+))?\.json$")
+
+
+def variant_of(filename: str) -> str | None:
+  """The variant a weights or index file name carries ('fp16' for
+  diffusion_pytorch_model.fp16.safetensors and ...safetensors.index.fp16.json), else None."""
+  m = _WEIGHTS.match(filename) or _INDEX.match(filename)
+  return m.group("variant") if m else None
+
+
+def _checkpoint_files(src: str, variant: str | None = None) -> list[str]:
   if os.path.isfile(src):
+    if variant is not None:
+      raise CheckpointError(f"{src}: a variant ({variant!r}) selects files in a model folder; "
+                            "this is a single file")
     return [src]
   if not os.path.isdir(src):
     raise CheckpointError(f"{src}: no such file or directory (expected a model folder with "
                           "config.json and *.safetensors)")
-  indexes = sorted(f for f in os.listdir(src) if f.endswith(".safetensors.index.json"))
+  names = os.listdir(src)
+  held = sorted({variant_of(f) or "(no variant)" for f in names if _WEIGHTS.match(f)})
+  names = [f for f in names if variant_of(f) == variant]
+  if held and not any(_WEIGHTS.match(f) for f in names):
+    wanted = f"weights of variant {variant!r}" if variant else "weights without a variant"
+    raise CheckpointError(f"{src}: no {wanted}; it holds {', '.join(held)} (choose with --variant)")
+  indexes = sorted(f for f in names if f.endswith(".json") and _INDEX.match(f))
   if len(indexes) > 1:
     raise CheckpointError(f"{src}: several index files {indexes}; keep one")
   if indexes:
@@ -118,7 +143,7 @@ def _checkpoint_files(src: str) -> list[str]:
     if missing:
       raise CheckpointError(f"{index_path} names shard files that are missing: {missing}")
     return [os.path.join(src, f) for f in files]
-  files = sorted(f for f in os.listdir(src) if f.endswith(".safetensors"))
+  files = sorted(f for f in names if f.endswith(".safetensors"))
   if not files:
     raise CheckpointError(f"{src}: no *.safetensors file found (a diffusers/transformers model "
                           "folder saved with safe_serialization is expected)")

@@ -57,9 +57,9 @@ def target_shapes(module) -> dict:
   return mapping.abstract_shapes(module.init, jnp.zeros((1, 2), jnp.int32))
 
 
-def convert(src: str, dst: str, dtype: str = "float32") -> str:
+def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
   from sem_repa_jax.models.encoders import t5
   read = driver.folder(t5.config_from_transformers, view=_encoder_view, model_types=("t5", "mt5"),
                        expected="a T5EncoderModel folder such as CogVideoX's text_encoder/")
   return driver.convert(src, dst, dtype, kind=KIND, read=read, rules=rules,
-                        target_shapes=target_shapes)
+                        target_shapes=target_shapes, variant=variant)
