@@ -1,7 +1,9 @@
 """Where log records go during a run: a quiet console and a complete `<workdir>/log.txt`.
 
-`setup(workdir, process_index)` is called once by main.py after the workdir and the process index
-are known; the `RunLog` it returns closes the files (use it as a context manager).
+`hold()` is called by main.py at start-up, `setup(workdir, process_index)` once the workdir and the
+process index are known; the `RunLog` it returns closes the files (use it as a context manager).
+What was logged in between (e.g. jax's backend probing) is kept in memory and written to the file
+first; console-worthy records of that time are printed at once.
 
 - Console (process 0 only, stderr): the project's own INFO lines (sem_repa_jax, data_pipelines,
   conversion), every library's WARNING and above, Python warnings. Lines are written through
@@ -150,6 +152,42 @@ class RunLog:
     logging.captureWarnings(False)
 
 
+class _EarlyRecords(logging.Handler):
+  """Before `setup`: keeps every record for the log file and prints at once those the console
+  shows (a warning before the workdir is known still reaches the user)."""
+
+  def __init__(self, console: logging.Handler, replaced: list):
+    super().__init__()
+    self.records, self.console, self.replaced = [], console, replaced
+
+  def emit(self, record):
+    self.records.append(record)
+    self.console.handle(record)
+
+
+def _console_handler(stream=None) -> logging.Handler:
+  console = ConsoleHandler(stream)
+  console.addFilter(_Origin())            # before _ConsoleFilter, which reads record.origin
+  console.addFilter(_ConsoleFilter())
+  console.setFormatter(_ConsoleFormatter())
+  return console
+
+
+def hold(console_stream=None) -> None:
+  """From process start until `setup`: the console is already quiet (libraries' start-up INFO,
+  e.g. jax probing for backends, stays off it) and every record is kept for the log file, which
+  `setup` writes first. Replaces the root logger's handlers (absl's stderr handler among them)."""
+  root = logging.getLogger()
+  if any(isinstance(h, _EarlyRecords) for h in root.handlers):
+    return
+  replaced = list(root.handlers)
+  for h in replaced:
+    root.removeHandler(h)
+  if root.level == logging.NOTSET or root.level > logging.INFO:
+    root.setLevel(logging.INFO)
+  root.addHandler(_EarlyRecords(_console_handler(console_stream), replaced))
+
+
 def setup(workdir: str, process_index: int = 0, *, console_stream=None) -> RunLog:
   """Routes every record to `log_path(workdir, process_index)` and, on process 0, the project's
   lines and all warnings to the console (see the module docstring). Replaces the root logger's
@@ -158,22 +196,24 @@ def setup(workdir: str, process_index: int = 0, *, console_stream=None) -> RunLo
   os.makedirs(workdir, exist_ok=True)
   path = log_path(workdir, process_index)
   root = logging.getLogger()
-  replaced = list(root.handlers)
-  for h in replaced:
+  early = [h for h in root.handlers if isinstance(h, _EarlyRecords)]
+  replaced = [h for h in root.handlers if not isinstance(h, _EarlyRecords)]
+  for h in root.handlers[:]:
     root.removeHandler(h)
+  for h in early:
+    replaced += h.replaced                # put back on close what hold() took off
   if root.level == logging.NOTSET or root.level > logging.INFO:
     root.setLevel(logging.INFO)
   to_file = logging.FileHandler(path, mode="a", encoding="utf-8")
   to_file.setFormatter(logging.Formatter(_FILE_FORMAT.format(process=process_index),
                                          datefmt="%Y-%m-%d %H:%M:%S"))
   to_file.addFilter(_Origin())
+  for h in early:                        # held since start-up: the file gets them first
+    for record in h.records:
+      to_file.handle(record)
   handlers = [to_file]
   if process_index == 0:
-    console = ConsoleHandler(console_stream)
-    console.addFilter(_Origin())            # before _ConsoleFilter, which reads record.origin
-    console.addFilter(_ConsoleFilter())
-    console.setFormatter(_ConsoleFormatter())
-    handlers.append(console)
+    handlers.append(_console_handler(console_stream))
   for h in handlers:
     root.addHandler(h)
   logging.captureWarnings(True)   # warnings.warn -> logger 'py.warnings' -> console and file

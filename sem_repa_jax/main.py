@@ -30,7 +30,8 @@ def main(argv) -> int:
   if config is None:
     print("usage: python -m sem_repa_jax.main --config configs/<name>.py", file=sys.stderr)
     return 2
-  from sem_repa_jax import config_checks, jobs
+  from sem_repa_jax import config_checks, jobs, logging_setup
+  logging_setup.hold()     # a quiet console from the start; records kept for <workdir>/log.txt
   # Check the job name before touching any device, so a typo fails in milliseconds.
   try:
     run = jobs.get_job(config.job)
@@ -45,7 +46,6 @@ def main(argv) -> int:
   except config_checks.ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  from sem_repa_jax import logging_setup
   # From here on: a quiet console (process 0) and every record in <workdir>/log.txt.
   with logging_setup.setup(config.workdir, jax.process_index()) as log:
     if jax.process_index() == 0:

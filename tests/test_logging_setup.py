@@ -118,3 +118,21 @@ def test_module_of_names_a_project_file_by_its_package():
       "data_pipelines"
   assert logging_setup.is_project("conversion.t5_encoder")
   assert not logging_setup.is_project("orbax.checkpoint")
+
+
+def test_records_before_setup_are_held_for_the_file_and_warnings_shown_at_once(tmp_path):
+  before = list(logging.getLogger().handlers)
+  console = io.StringIO()
+  logging_setup.hold(console_stream=console)
+  logging_setup.hold(console_stream=console)          # a second call changes nothing
+  logging.getLogger("jax._src.xla_bridge").info("Unable to initialize backend 'tpu'")
+  logging.getLogger("jax._src.xla_bridge").warning("early warning line")
+  assert "early warning line" in console.getvalue()   # not held back until setup
+  assert "backend 'tpu'" not in console.getvalue()
+  with logging_setup.setup(str(tmp_path), 0, console_stream=console):
+    logging.getLogger("sem_repa_jax.jobs.demo").info("after setup")
+  text = (tmp_path / "log.txt").read_text()
+  assert text.index("backend 'tpu'") < text.index("early warning line") < text.index("after setup")
+  assert "backend 'tpu'" not in console.getvalue()
+  assert console.getvalue().count("early warning line") == 1
+  assert logging.getLogger().handlers == before       # what hold() took off is back
