@@ -33,21 +33,24 @@ class HostProgress:
   """A tqdm bar on the host, advanced from inside compiled code by `jax.debug.callback`.
 
   Callbacks are unordered (ordered effects do not mix with multi-device programs), so `update`
-  takes the step index and only moves the bar forward.
+  takes the step index and only moves the bar forward. The bar appears with the first finished
+  step, not at `start`: compilation happens in between, and its rate and ETA would count it.
   """
 
   def __init__(self, desc: str = "sampling", enabled: bool = True):
     self.desc, self.enabled = desc, enabled
-    self._bar, self._lock = None, threading.Lock()
+    self._bar, self._total, self._lock = None, None, threading.Lock()
 
   def start(self, total: int):
     if self.enabled:
-      from tqdm.auto import tqdm
       self.close()
-      self._bar = tqdm(total=total, desc=self.desc, unit="step")
+      self._total = total
 
   def update(self, step):
     with self._lock:
+      if self._bar is None and self._total is not None:
+        from tqdm.auto import tqdm
+        self._bar = tqdm(total=self._total, desc=self.desc, unit="step")
       if self._bar is not None:
         done = int(step) + 1
         if done > self._bar.n:
@@ -57,7 +60,7 @@ class HostProgress:
     with self._lock:
       if self._bar is not None:
         self._bar.close()
-        self._bar = None
+      self._bar, self._total = None, None
 
 
 DenoiseFn = Callable[[jax.Array, Preconditioning, jax.Array], jax.Array]

@@ -164,6 +164,34 @@ def test_progress_bar_advances_from_compiled_loop():
   assert sorted(seen) == [0, 1, 2, 3]
 
 
+def test_progress_bar_appears_with_the_first_step_not_before_compilation(monkeypatch):
+  """The bar is created when the first step reports, so compile time is not in its rate/ETA."""
+  import tqdm.auto
+  created = []
+
+  class Bar:
+    def __init__(self, total, desc, unit):
+      created.append(total)
+      self.n = 0
+
+    def update(self, k):
+      self.n += k
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+  progress = samplers.HostProgress("sample")
+  progress.start(4)
+  assert created == []                  # nothing yet: the program is still compiling
+  progress.update(0)
+  progress.update(2)
+  assert created == [4] and progress._bar.n == 3
+  progress.close()
+  progress.update(3)                    # a late callback after close draws nothing
+  assert created == [4]
+
+
 @pytest.mark.parametrize("prediction_type", ["sample", "epsilon"])
 def test_plan_reads_other_prediction_types_as_x0_like_diffusers(prediction_type):
   """The plan's preconditioning turns an x0 or eps output into x0 directly (no detour through v)."""
