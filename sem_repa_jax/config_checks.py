@@ -1,10 +1,15 @@
 """Validation of a resolved job config: errors a user can cause, reported before any work starts."""
 
+import json
+import os
+
 import ml_collections
 
 from sem_repa_jax import jobs
 from sem_repa_jax.diffusion.parameterization import PREDICTION_TYPES
 from sem_repa_jax.training.mesh import ConfigError, check_mesh_shape  # noqa: F401 (re-exported)
+
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 def _walk(cfg, prefix=""):
@@ -30,4 +35,32 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
     raise ConfigError(f"prediction_type {prediction!r}: expected one of {', '.join(PREDICTION_TYPES)}")
   if not str(config.workdir):
     raise ConfigError("config.workdir is empty: every job needs a directory to write into")
+  for field in ("dtype", "param_dtype"):
+    if config.get(field) is not None and config[field] not in DTYPES:
+      raise ConfigError(f"config.{field} = {config[field]!r}: expected one of {', '.join(DTYPES)}")
+  ckpt = config.get("checkpoint")
+  if ckpt is not None and ckpt.get("keep", 1) < 1:
+    raise ConfigError(f"config.checkpoint.keep = {ckpt.keep}: expected at least 1 (the last "
+                      "checkpoint is the run's result; 0 would delete it)")
+  data = config.get("data")
+  if data is not None and data.get("batch_size") is not None and data.batch_size < 1:
+    raise ConfigError(f"config.data.batch_size = {data.batch_size}: expected at least 1")
   check_mesh_shape(config.mesh.shape, config.mesh.axes, device_count)
+  check_workdir_is_this_jobs(config)
+
+
+def check_workdir_is_this_jobs(config) -> None:
+  """A workdir that holds another job's run (its config.json names another job, and it has
+  checkpoints) is not reused: its checkpoints would not fit this job's state, and its config.json
+  would be overwritten."""
+  path = os.path.join(str(config.workdir), "config.json")
+  if not os.path.isfile(path) or not os.path.isdir(os.path.join(str(config.workdir), "checkpoints")):
+    return
+  try:
+    with open(path) as f:
+      previous = json.load(f).get("job")
+  except (OSError, ValueError):
+    return
+  if previous and previous != config.job:
+    raise ConfigError(f"config.workdir {config.workdir} holds a run of job {previous!r} "
+                      f"(its config.json and checkpoints/); give job {config.job!r} its own workdir")

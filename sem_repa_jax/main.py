@@ -9,6 +9,9 @@ import sys
 from absl import app, logging
 from ml_collections import config_flags
 
+# Errors raised for what a user gave (values, paths, files): reported as one `error:` line.
+USER_ERRORS = (ValueError, OSError)
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
 
@@ -47,11 +50,21 @@ def main(argv) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   # From here on: a quiet console (process 0) and every record in <workdir>/log.txt.
-  with logging_setup.setup(config.workdir, jax.process_index()) as log:
-    if jax.process_index() == 0:
-      path = write_resolved_config(config, config.workdir)
-      logging.info("job %s, resolved config in %s, log in %s", config.job, path, log.path)
-    run(config)
+  log_path = logging_setup.log_path(config.workdir, jax.process_index())
+  try:
+    with logging_setup.setup(config.workdir, jax.process_index()) as log:
+      if jax.process_index() == 0:
+        path = write_resolved_config(config, config.workdir)
+        logging.info("job %s, resolved config in %s, log in %s", config.job, path, log.path)
+      run(config)
+  except USER_ERRORS as e:
+    # What a user can cause (a bad input or value, a missing file) is one line naming it; the
+    # traceback is in the log file (printed too with SEM_REPA_TRACEBACK=1).
+    if os.environ.get("SEM_REPA_TRACEBACK"):
+      raise
+    print(f"error: {e}\n(traceback in {log_path}; SEM_REPA_TRACEBACK=1 prints it)",
+          file=sys.stderr)
+    return 2
   return 0
 
 

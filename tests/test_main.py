@@ -1,4 +1,6 @@
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -64,3 +66,51 @@ def test_console_is_quiet_and_log_txt_has_every_record(assets, tmp_path):
   assert orbax, "\n".join(lines)
   assert any(" WARNING p0 sem_repa_jax.jobs.encode_text:" in l and "truncated" in l for l in lines)
   assert any(" INFO p0 sem_repa_jax.main:" in l and "job encode_text" in l for l in lines)
+
+
+def _main(args, tmp_path, env_extra=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **(env_extra or {}))
+  env.pop("XLA_FLAGS", None)
+  return subprocess.run([sys.executable, "-m", "sem_repa_jax.main"] + args, cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("--config.checkpoint.keep=0", r"config.checkpoint.keep = 0: expected at least 1"),
+    ("--config.dtype=bf16", r"config.dtype = 'bf16': expected one of float32, bfloat16, float16"),
+    ("--config.data.batch_size=0", r"config.data.batch_size = 0: expected at least 1"),
+])
+def test_bad_values_are_refused_before_any_work(override, msg, tmp_path):
+  workdir = tmp_path / "w"
+  r = _main(["--config", "configs/semrepa.py", "--config.job=align", f"--config.workdir={workdir}",
+             override], tmp_path)
+  assert r.returncode == 2
+  assert re.search("^error: " + msg, r.stderr, re.M), r.stderr[-2000:]
+  assert not workdir.exists()                  # nothing written
+
+
+def test_a_workdir_holding_another_jobs_run_is_refused(tmp_path):
+  workdir = tmp_path / "stage1"
+  os.makedirs(workdir / "checkpoints" / "12")
+  (workdir / "config.json").write_text(json.dumps({"job": "align", "workdir": str(workdir)}))
+  r = _main(["--config", "configs/semrepa.py", "--config.job=finetune",
+             f"--config.workdir={workdir}"], tmp_path)
+  assert r.returncode == 2
+  assert (f"error: config.workdir {workdir} holds a run of job 'align' (its config.json and "
+          "checkpoints/); give job 'finetune' its own workdir") in r.stderr
+  assert json.loads((workdir / "config.json").read_text())["job"] == "align"   # not overwritten
+
+
+def test_a_user_error_inside_a_job_is_one_line_and_the_traceback_is_in_the_log(tmp_path):
+  workdir = tmp_path / "w"
+  args = ["--config", "configs/semrepa.py", "--config.job=align", f"--config.workdir={workdir}",
+          "--config.data.records="]
+  r = _main(args, tmp_path)
+  assert r.returncode == 2
+  assert re.search(r"^error: config.data.records is empty", r.stderr, re.M), r.stderr[-2000:]
+  assert "Traceback" not in r.stderr
+  assert f"(traceback in {workdir}/log.txt" in r.stderr
+  log = (workdir / "log.txt").read_text()
+  assert "Traceback" in log and "config.data.records is empty" in log
+  shown = _main(args, tmp_path, {"SEM_REPA_TRACEBACK": "1"})
+  assert shown.returncode != 0 and "Traceback" in shown.stderr

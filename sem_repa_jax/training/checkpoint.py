@@ -33,6 +33,9 @@ class Checkpointer:
     c = config.get("checkpoint") if config is not None else None
     keep = keep if keep is not None else (c.keep if c is not None else 3)
     async_save = async_save if async_save is not None else (c.async_save if c is not None else True)
+    if keep < 1:
+      raise ValueError(f"checkpoint.keep = {keep}: expected at least 1 (0 would delete the last "
+                       "checkpoint, the run's result)")
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self._config_json = (json.loads(config.to_json_best_effort())
                          if config is not None and hasattr(config, "to_json_best_effort")

@@ -13,6 +13,8 @@ class MetricsWriter:
   checkpoint that is being resumed) are dropped so the file tells one consistent history."""
 
   def __init__(self, workdir: str, start_step: int = 0, tensorboard: bool = True):
+    """On resume (start_step > 0) TensorBoard hides the events of later steps, as this file drops
+    their lines, so every step shows once."""
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
@@ -22,18 +24,32 @@ class MetricsWriter:
     self._truncate_after(start_step)
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      # One event file per (re)start, named by its first step: a resume never overwrites the
+      # file of the run it resumes (tensorboardX names files by the second and host alone).
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=start_step + 1 if start_step else None,
+                               filename_suffix=f".from_step_{start_step}")
 
   def _truncate_after(self, step: int) -> None:
     if not os.path.exists(self.path):
       return
     with open(self.path) as f:
       lines = [l for l in f if l.strip()]
-    kept = [l for l in lines if json.loads(l).get("step", 0) <= step]
+    rows = []
+    for i, line in enumerate(lines):
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        if i < len(lines) - 1:
+          raise ValueError(f"{self.path}: line {i + 1} is not JSON (only a torn last line, from a "
+                           "run killed while writing, is dropped on resume)") from None
+        logging.warning("%s: dropped its torn last line (the run was killed while writing it)",
+                        self.path)
+    kept = [l for l, r in zip(lines, rows) if r.get("step", 0) <= step]
     if len(kept) != len(lines):
       tmp = self.path + ".tmp"
       with open(tmp, "w") as f:
-        f.writelines(kept)
+        f.writelines(l if l.endswith("\n") else l + "\n" for l in kept)
       os.replace(tmp, self.path)
 
   def write(self, step: int, scalars: dict) -> None:
