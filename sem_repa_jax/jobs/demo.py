@@ -1,6 +1,8 @@
 """Job 'demo': SemanticREPA end to end on synthetic data, ending in <workdir>/report.html.
 
-Stages (each skipped when its output exists, so a rerun resumes or only re-renders the report):
+Stages (a rerun reuses a stage whose output exists and was made from the same inputs and settings,
+recorded as a key per stage in <workdir>/stages.json; a stage whose key changed is redone, and so
+are the stages that read it; a killed training stage resumes):
   data/{train,eval}          synthetic clips; eval = other identities (another synthetic seed)
   annotations/{train,eval}   job 'annotate' (lossless codec latents, exact depth and identity)
   align                      job 'align' (stage 1: Structure and ID Alignment Modules)
@@ -10,8 +12,10 @@ Stages (each skipped when its output exists, so a rerun resumes or only re-rende
   eval.json, report.html     metrics and the page
 Fields: configs/demo.py; what it shows and does not: docs/demo.md.
 """
+import hashlib
 import json
 import os
+import shutil
 import time
 
 from absl import logging
@@ -109,13 +113,70 @@ def _train(c, run):
   return True
 
 
-def _export_backbone(c, dst: str) -> bool:
-  """The stage-2 backbone (EMA when trained with one) as a pretrained folder, for a later stage 2."""
-  if os.path.isfile(os.path.join(dst, "config.json")):
+def _export_backbone(c, dst: str, again: bool = False) -> bool:
+  """The stage-2 backbone (EMA when trained with one) as a pretrained folder, for a later stage 2
+  (written again, replacing the folder whole, when `again`)."""
+  if not again and os.path.isfile(os.path.join(dst, "config.json")):
     return False
   path = _semrepa.export_backbone(c, dst, ema=c.optimizer.ema_decay > 0)
   logging.info("backbone exported to %s", path)
   return True
+
+
+# Config fields that change how a stage reports, not what it makes; `demo` holds the demo's own
+# fields, which reach a stage through the fields the job derived from them.
+_NOT_OUTPUT = ("progress_bar", "log_every_steps", "demo")
+
+
+def _settings(c, workdir: str) -> dict:
+  """A stage config's fields that decide its output, with paths inside the demo's workdir written
+  relative to it (a moved or copied demo folder keeps its stages)."""
+  text = c.to_json_best_effort().replace(json.dumps(str(workdir))[1:-1], "<workdir>")
+  d = json.loads(text)
+  for k in _NOT_OUTPUT:
+    d.pop(k, None)
+  return d
+
+
+def stage_keys(config, cfgs) -> dict:
+  """Each stage's key: a hash of what its output depends on, its own settings and the keys of the
+  stages it reads. A finished stage is reused only under the same key."""
+  d, w = config.demo, config.workdir
+  keys = {}
+
+  def key(name, *parts):
+    keys[name] = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()
+                                ).hexdigest()[:16]
+
+  for split in ("train", "eval"):
+    a = cfgs["annotate_" + split]
+    n = d.train_clips if split == "train" else d.eval_clips
+    key(f"data_{split}", split, n, config.seed, d.num_frames, d.height, d.width, d.fps,
+        d.motion_variation)
+    key(f"annotate_{split}", keys[f"data_{split}"], _settings(a, w))
+  key("align", keys["annotate_train"], _settings(cfgs["align"], w))
+  for name in ("finetune", "finetune_baseline"):
+    key(name, keys["align"], _settings(cfgs[name], w))
+  key("export_backbone", keys["finetune"], d.export_backbone)
+  key("sample", keys["annotate_eval"], keys["finetune"],
+      keys["finetune_baseline"] if d.baseline else None, d.sample_steps, d.sampler,
+      d.guidance_scale, config.seed, config.model.pretrained_transformer,
+      config.diffusion.to_dict())
+  return keys
+
+
+def _outputs(config, cfgs, name: str) -> list[str]:
+  """The folders a stage writes inside the demo's workdir (removed when its key changed)."""
+  w = config.workdir
+  if name.startswith("data_"):
+    return [cfgs["annotate_" + name[5:]].data.root]
+  if name.startswith("annotate_"):
+    return [cfgs[name].workdir]
+  if name in ("align", "finetune", "finetune_baseline"):
+    return [cfgs[name].workdir]
+  if name == "sample":
+    return [os.path.join(w, "samples")]
+  return []                         # export_backbone writes where the user said: replaced whole
 
 
 def run(config) -> None:
@@ -123,8 +184,22 @@ def run(config) -> None:
   cfgs = stage_configs(config)
   timings_path = os.path.join(config.workdir, "timings.json")
   timings = _read_json(timings_path)
+  keys_path = os.path.join(config.workdir, "stages.json")
+  made = _read_json(keys_path)      # the key each finished stage was made with
+  keys = stage_keys(config, cfgs)
 
   def stage(name, fn, *args):
+    existing = [p for p in _outputs(config, cfgs, name) if os.path.exists(p)]
+    if made.get(name) != keys[name] and (existing or name in made):
+      logging.info("stage %s: %s; redoing it", name,
+                   "its inputs or settings changed" if name in made else
+                   "its output has no record of what it was made from")
+      for path in existing:
+        shutil.rmtree(path)
+      args = args + ((True,) if fn is _export_backbone else ())
+    # Recorded before the work: a stage killed midway resumes under the same key.
+    made[name] = keys[name]
+    _write_json(keys_path, made)
     t0, c0 = time.perf_counter(), time.process_time()
     ran = fn(*args)
     if ran:

@@ -127,3 +127,28 @@ def test_shipped_backbone_is_the_demo_configs():
   want = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), **example_inputs(module.config)))
   assert jax.tree.map(lambda x: (x.shape, x.dtype), want) == \
       jax.tree.map(lambda x: (x.shape, x.dtype), shipped)
+
+
+def test_a_changed_setting_redoes_its_stage_and_what_reads_it(ran, tmp_path, capsys):
+  """A copy of the finished run (paths are keyed relative to the workdir), rerun with other
+  sampling settings and without the baseline: the trained stages are reused, the samples are
+  made again, and the report has no baseline row."""
+  import shutil
+  copy = str(tmp_path / "copy")
+  shutil.copytree(ran, copy)
+  before = {s: _lines(os.path.join(copy, s, "metrics.jsonl")) for s in STAGES}
+  npz = os.path.join(copy, "samples", "samples.npz")
+  old = np.load(npz)["latents_finetune"]
+  c = _config(copy)
+  c.demo.sample_steps, c.demo.baseline = 3, False
+  capsys.readouterr()
+  demo.run(c)
+  for s in ("align", "finetune"):
+    assert _lines(os.path.join(copy, s, "metrics.jsonl")) == before[s]   # reused
+  samples = np.load(npz)
+  assert "latents_finetune_baseline" not in samples.files
+  assert not np.array_equal(samples["latents_finetune"], old)          # 3 steps, not 2
+  rows = json.load(open(os.path.join(copy, "eval.json")))["mean_over_clips"]
+  assert "plain fine-tuning" not in rows and "SemanticREPA" in rows
+  keys = json.load(open(os.path.join(copy, "stages.json")))
+  assert keys == demo.stage_keys(c, demo.stage_configs(c))
