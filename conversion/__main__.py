@@ -23,9 +23,11 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype, variant=args.variant)
-  except (ConversionError, CheckpointError, FileNotFoundError, ValueError) as e:
+  except (ConversionError, CheckpointError, OSError, ValueError) as e:
+    # What a user can cause (a path, a file, a checkpoint that does not fit): one line, exit 2,
+    # as `python -m sem_repa_jax.main` reports them.
     print(f"error: {e}", file=sys.stderr)
-    return 1
+    return 2
   print(f"wrote {dst}")
   return 0
 

@@ -44,7 +44,8 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
   reported before any tensor is opened."""
 
   def read(src: str, variant: Optional[str] = None):
-    raw = read_config(src)
+    # SRC is the folder, or one of its .safetensors files (then config.json is beside it).
+    raw = read_config(os.path.dirname(src) if os.path.isfile(src) else src)
     try:
       if model_types and raw.get("model_type", model_types[0]) not in model_types:
         raise ValueError(f"model_type {raw['model_type']!r}, expected {model_types[0]!r} "
@@ -60,6 +61,18 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
   return read
 
 
+def check_destination(src: str, dst: str) -> None:
+  """Before any work: DST may not be SRC, lie inside it or contain it, and must be new, empty or
+  an earlier conversion (never a folder of the user's, which the atomic replace would delete)."""
+  from sem_repa_jax.models.pretrained import check_replaceable
+  s, d = os.path.realpath(src), os.path.realpath(dst)
+  inside_src = os.path.isdir(s) and d.startswith(s + os.sep)
+  if d == s or inside_src or s.startswith(d + os.sep):
+    raise ValueError(f"--dst {dst} is, lies inside or contains --src {src}; write the converted "
+                     "folder elsewhere")
+  check_replaceable(d)
+
+
 def convert(src: str, dst: str, dtype: str = "float32", *, kind: str, read: Reader,
             rules: Callable[[Any], list], target_shapes: Callable[[Any], dict],
             module_kwargs: Callable[[Any, str], dict] = standard_kwargs,
@@ -72,6 +85,7 @@ def convert(src: str, dst: str, dtype: str = "float32", *, kind: str, read: Read
   Nothing is written unless every check of conversion.mapping passes.
   """
   np_dtype = parse_dtype(dtype)
+  check_destination(src, dst)
   source, config = read(src, variant)
   try:
     kwargs = module_kwargs(config, dtype)

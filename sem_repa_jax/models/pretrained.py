@@ -82,12 +82,61 @@ def load_pretrained(path: str, *, sharding: Sharding = None, cast_params_to: Opt
   return module, variables
 
 
+def is_pretrained_folder(path: str) -> bool:
+  """A folder this project wrote with save_pretrained: config.json naming a kind and a factory."""
+  try:
+    with open(os.path.join(path, "config.json")) as f:
+      cfg = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return isinstance(cfg, dict) and {"kind", "factory", "module_kwargs"} <= set(cfg)
+
+
+def check_replaceable(dst: str) -> None:
+  """DST may be written only if it is absent, an empty folder, or an earlier save_pretrained
+  folder: a user's file or folder of anything else is never replaced."""
+  if not os.path.exists(dst):
+    return
+  if not os.path.isdir(dst):
+    raise FileExistsError(f"{dst} is a file; the output must be a new or empty folder, or one "
+                          "this tool wrote")
+  if os.listdir(dst) and not is_pretrained_folder(dst):
+    raise FileExistsError(f"{dst} holds files this tool did not write (no config.json with a "
+                          "'kind'); choose a new or empty folder, or remove it yourself")
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def remove_stale_leftovers(dst: str) -> list[str]:
+  """Removes `DST.partial-<pid>` / `DST.old-<pid>` folders that an interrupted save of a process
+  no longer running left beside DST; returns what it removed."""
+  parent, name = os.path.split(dst)
+  removed = []
+  for entry in os.listdir(parent) if os.path.isdir(parent) else []:
+    for marker in (".partial-", ".old-"):
+      if entry.startswith(name + marker) and entry[len(name + marker):].isdigit() \
+          and not _alive(int(entry[len(name + marker):])):
+        shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        removed.append(os.path.join(parent, entry))
+  return removed
+
+
 def save_pretrained(dst: str, *, kind: str, module_kwargs: dict, variables, source: str = "",
                     overwrite: bool = True, factory: str | None = None) -> str:
   """Writes DST/config.json (kind, factory, module_kwargs, source) + DST/variables (Orbax).
 
   The folder appears whole or not at all: everything is written under a temporary sibling and
-  renamed into place, so an interrupted save never leaves a half-written DST. Only process 0
+  renamed into place, so an interrupted save never leaves a half-written DST (the leftovers of one
+  are removed by the next save to DST). DST must be absent, empty or an earlier saved folder
+  (`check_replaceable`). Only process 0
   writes when `variables` are numpy arrays; jax arrays are saved collectively by all processes.
   `factory` defaults to the registry's entry for `kind` (models/registry.py).
   """
@@ -96,7 +145,9 @@ def save_pretrained(dst: str, *, kind: str, module_kwargs: dict, variables, sour
   dst = os.path.abspath(dst)
   if os.path.exists(dst) and not overwrite:
     raise FileExistsError(f"{dst} exists; pass overwrite=True to replace it")
+  check_replaceable(dst)
   os.makedirs(os.path.dirname(dst), exist_ok=True)
+  remove_stale_leftovers(dst)
   tmp = f"{dst}.partial-{os.getpid()}"
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)

@@ -24,11 +24,13 @@ def test_every_kind_names_the_registry_factory():
 
 
 def test_config_errors_come_before_tensors_and_name_config_json(tmp_path):
-  (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+  src = tmp_path / "t5"
+  src.mkdir()
+  (src / "config.json").write_text(json.dumps({"model_type": "t5"}))
   # No *.safetensors in the folder: reading tensors first would raise a CheckpointError instead.
   with pytest.raises(ConversionError, match=r"config\.json: T5 config has no .vocab_size") as e:
-    available_kinds()["t5-encoder"].convert(str(tmp_path), str(tmp_path / "out"))
-  assert str(tmp_path) in str(e.value) and not (tmp_path / "out").exists()
+    available_kinds()["t5-encoder"].convert(str(src), str(tmp_path / "out"))
+  assert str(src) in str(e.value) and not (tmp_path / "out").exists()
 
 
 class _Closing(DictSource):
@@ -49,13 +51,14 @@ def test_convert_closes_its_source_and_keeps_float32_prefixes(tmp_path):
             for k, s in shapes.items()}
   bad = _Closing({**arrays, "stray": np.zeros(2, np.float32)})
   with pytest.raises(ConversionError, match="unused source tensor 'stray'"):
-    driver.convert("bad", str(tmp_path / "bad"), kind="t5-encoder", read=lambda s: (bad, TINY_T5),
-                   rules=_t5_rules, target_shapes=lambda m: shapes)
+    driver.convert("bad", str(tmp_path / "bad"), kind="t5-encoder",
+                   read=lambda s, variant: (bad, TINY_T5), rules=_t5_rules,
+                   target_shapes=lambda m: shapes)
   assert bad.closed and not (tmp_path / "bad").exists()
 
   good = _Closing(arrays)
   dst = driver.convert("good", str(tmp_path / "good"), "bfloat16", kind="t5-encoder",
-                       read=lambda s: (good, TINY_T5), rules=_t5_rules,
+                       read=lambda s, variant: (good, TINY_T5), rules=_t5_rules,
                        target_shapes=lambda m: shapes, keep_float32=("params/layers/",))
   assert good.closed
   cfg = json.loads((tmp_path / "good" / "config.json").read_text())

@@ -80,7 +80,7 @@ def test_missing_variant_is_one_readable_error(folder, tmp_path):
   with contextlib.redirect_stderr(err):
     rc = conversion_main(["cogvideox-transformer", "--src", str(only_fp16),
                           "--dst", str(tmp_path / "out")])
-  assert rc == 1
+  assert rc == 2
   assert "no weights without a variant; it holds fp16 (choose with --variant)" in err.getvalue()
   assert not os.path.exists(tmp_path / "out")
 

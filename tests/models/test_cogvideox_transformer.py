@@ -172,7 +172,7 @@ def test_corrupted_folders_give_readable_errors(built, tmp_path, capsys):
                           error=CheckpointError,
                           match="diffusion_pytorch_model.safetensors.*truncated")
   assert conversion_cli([converter.KIND, "--src", str(tmp_path / "truncated"),
-                         "--dst", str(tmp_path / "out")]) == 1
+                         "--dst", str(tmp_path / "out")]) == 2
   assert "truncated" in capsys.readouterr().err
   assert not os.path.exists(tmp_path / "out")
 
