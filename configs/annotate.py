@@ -3,9 +3,11 @@ holding the fields annotate.method trains on (data_pipelines/records.py METHOD_F
 
 Runs once per dataset; rerunning skips finished clips. Each process takes clips i with
 i % shard_count == shard_index and writes its own record file, so hosts split the work.
-The defaults annotate a small synthetic dataset (generated into data.root when it has no
-manifest) with the lossless latent codec; for real data set data.root, annotate.encoder='vae' and
-annotate.vae_dir, annotate.faces='arcface' and annotate.arcface_dir.
+With data.synthetic_clips > 0 and a new data.root, a small synthetic dataset is rendered there
+first (never into a folder of the user's); the default encoder is the lossless latent codec. For
+real data set data.root, annotate.encoder='vae' and annotate.vae_dir, annotate.faces='arcface'
+and annotate.arcface_dir. A rerun with another clip spec or other fields into the same output is
+refused (annotate.reannotate=True redoes every clip).
 """
 import ml_collections
 
@@ -26,7 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.width = 144                       # SemanticREPA: 720
   c.data.resize_mode = "auto"               # vertical videos: fit height and pad the width
   c.data.start = 0.0                        # seconds into each video
-  c.data.synthetic_clips = 8                # >0: render this many clips when data.root is empty
+  c.data.synthetic_clips = 0                # >0: render this many clips into a new data.root
   c.data.synthetic_height = 96
   c.data.synthetic_width = 144
 
@@ -47,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.annotate.disparity = False              # depth files hold disparity (larger = closer)
   c.annotate.mask_stride = 8
   c.annotate.noise_seed = 0
+  c.annotate.reannotate = False             # True: redo every clip (e.g. after a spec change)
   c.annotate.shard_index = -1               # -1: jax.process_index()
   c.annotate.shard_count = -1               # -1: jax.process_count()
   return c

@@ -9,12 +9,18 @@ os.replace); a clip whose file exists, decodes and has every field is skipped. T
 packs its clips into OUT/records/<split>-<shard>-of-<count>.array_record, again atomically.
 """
 import dataclasses
+import json
 import os
+import re
 
 import numpy as np
 
 from data_pipelines import depth as depth_lib
 from data_pipelines import layout, records, video
+from sem_repa_jax.models.pretrained import process_alive
+
+SETTINGS_FILE = "annotation.json"     # in the output folder: the clip spec it was made with
+_TMP = re.compile(r"\.msgpack\.tmp(\d+)$")
 
 
 class AnnotationError(ValueError):
@@ -112,20 +118,62 @@ def _write_atomic(path: str, data: bytes) -> None:
   os.replace(tmp, path)
 
 
+def _check_settings(out_dir: str, spec: ClipSpec, reannotate: bool, write: bool) -> None:
+  """An output folder keeps the clip spec it was made with (SETTINGS_FILE); annotating into it
+  with another is refused, unless `reannotate`, which recomputes every clip. (Other fields are
+  not a conflict: a clip lacking a field asked for is recomputed.)"""
+  path = os.path.join(out_dir, SETTINGS_FILE)
+  mine = {"spec": dataclasses.asdict(spec)}
+  if os.path.isfile(path) and not reannotate:
+    with open(path) as f:
+      made = json.load(f)
+    if made["spec"] != mine["spec"]:
+      was, now = made["spec"], mine["spec"]
+      diff = ", ".join(f"{k} {was.get(k)!r} (now {now.get(k)!r})"
+                       for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k))
+      raise AnnotationError(
+          f"{out_dir} holds annotations made with other settings: {diff}; annotate into another "
+          "output folder, or set annotate.reannotate=True to redo every clip")
+  if write:
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(mine, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _remove_dead_temporaries(clips_dir: str) -> None:
+  """`<id>.msgpack.tmp<pid>` files a killed annotation left (its process no longer runs)."""
+  for name in os.listdir(clips_dir):
+    m = _TMP.search(name)
+    if m and not process_alive(int(m.group(1))):
+      os.remove(os.path.join(clips_dir, name))
+
+
 def annotate_dataset(root: str, out_dir: str, spec: ClipSpec, annotators, *,
                      shard_index: int = 0, shard_count: int = 1, split: str | None = None,
-                     progress=None) -> dict:
+                     progress=None, reannotate: bool = False) -> dict:
   """Annotates this process's clips and packs them into one ArrayRecord file. Returns a summary.
 
-  annotators: what writes the record fields, e.g. `annotators.for_method('semrepa', teachers)`."""
+  annotators: what writes the record fields, e.g. `annotators.for_method('semrepa', teachers)`.
+  reannotate: recompute every clip (e.g. after changing the clip spec); otherwise an output folder
+  made with another spec or other fields is refused."""
+  if not 0 <= shard_index < shard_count:
+    raise AnnotationError(f"shard_index {shard_index} of shard_count {shard_count}: expected "
+                          "0 <= shard_index < shard_count")
   required = records.CLIP_KEYS + annotated_fields(annotators)
   entries = layout.read_manifest(root, split)
+  if not entries:
+    raise AnnotationError(f"{os.path.join(root, 'manifest.jsonl')}: no clips"
+                          + (f" of split {split!r}" if split else ""))
+  _check_settings(out_dir, spec, reannotate, write=shard_index == 0)
   mine = entries[shard_index::shard_count]
   os.makedirs(os.path.join(out_dir, "clips"), exist_ok=True)
+  _remove_dead_temporaries(os.path.join(out_dir, "clips"))
   done, skipped = 0, 0
   for e in (mine if progress is None else progress(mine)):
     path = _clip_file(out_dir, e.clip_id)
-    if _read_clip(path, required) is not None:
+    if not reannotate and _read_clip(path, required) is not None:
       skipped += 1
       continue
     try:

@@ -48,7 +48,14 @@ def run(config) -> None:
     return functools.partial(tqdm, desc=f"{desc} {dataset_name}") if config.progress_bar else None
   shard_index = jax.process_index() if a.shard_index < 0 else a.shard_index
   shard_count = jax.process_count() if a.shard_count < 0 else a.shard_count
-  if d.synthetic_clips > 0 and not os.path.isfile(os.path.join(d.root, "manifest.jsonl")):
+  if not os.path.isfile(os.path.join(d.root, "manifest.jsonl")):
+    if d.synthetic_clips <= 0:
+      raise ValueError(f"config.data.root={d.root}: no manifest.jsonl (expected videos and a "
+                       "manifest.jsonl, docs/data.md); to render synthetic clips into a new "
+                       "folder, set config.data.synthetic_clips to their number")
+    if shard_index == 0 and os.path.isdir(d.root) and os.listdir(d.root):
+      raise ValueError(f"config.data.root={d.root} holds files but no manifest.jsonl: synthetic "
+                       "clips are rendered only into a new or empty folder")
     if shard_index == 0:
       logging.info("rendering %d synthetic clips into %s", d.synthetic_clips, d.root)
       synthetic.write_dataset(d.root, d.synthetic_clips, d.num_frames, d.synthetic_height,
@@ -64,5 +71,5 @@ def run(config) -> None:
   summary = annotate.annotate_dataset(
       d.root, out, spec, annotators.for_method(a.method, _teachers(config)),
       shard_index=shard_index, shard_count=shard_count, split=d.split or None,
-      progress=bar("annotate"))
+      progress=bar("annotate"), reannotate=a.reannotate)
   logging.info("annotation shard %d/%d: %s", shard_index, shard_count, summary)

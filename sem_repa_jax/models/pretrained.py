@@ -105,7 +105,8 @@ def check_replaceable(dst: str) -> None:
                           "'kind'); choose a new or empty folder, or remove it yourself")
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+  """Whether a process of this machine has the id `pid` (a leftover's writer may still run)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -123,7 +124,7 @@ def remove_stale_leftovers(dst: str) -> list[str]:
   for entry in os.listdir(parent) if os.path.isdir(parent) else []:
     for marker in (".partial-", ".old-"):
       if entry.startswith(name + marker) and entry[len(name + marker):].isdigit() \
-          and not _alive(int(entry[len(name + marker):])):
+          and not process_alive(int(entry[len(name + marker):])):
         shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
         removed.append(os.path.join(parent, entry))
   return removed
