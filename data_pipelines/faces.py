@@ -32,8 +32,29 @@ def _resize_points(points, clip: Clip) -> np.ndarray:
   return np.asarray(points, np.float64) * [nw / w, nh / h] + [left, top]
 
 
+def _check_frame_size(clip: Clip, faces: dict, fpath: str) -> None:
+  """A faces file describes the video's own pixels: its optional `size` (H, W) and its masks must
+  be the video's frame size, and its boxes must lie within the frame (a file made at another
+  resolution would otherwise scale every box wrong, silently)."""
+  h, w = clip.source_hw
+  where = f"{fpath} (for {clip.entry.path}, {h}x{w} frames)"
+  if "size" in faces and tuple(int(v) for v in np.ravel(faces["size"])) != (h, w):
+    raise AnnotationError(f"{where}: made for {tuple(int(v) for v in np.ravel(faces['size']))} "
+                          "frames; boxes and masks must be in the video's pixels")
+  masks = faces.get("masks")
+  if masks is not None and tuple(masks.shape[1:3]) != (h, w):
+    raise AnnotationError(f"{where}: masks of {masks.shape[1]}x{masks.shape[2]}; expected the "
+                          "video's frame size")
+  boxes = np.asarray(faces["boxes"], np.float64)[np.asarray(faces["present"], bool)]
+  if len(boxes) and (boxes[:, 2].max() > 1.02 * w + 1 or boxes[:, 3].max() > 1.02 * h + 1):
+    raise AnnotationError(f"{where}: face boxes reach x={boxes[:, 2].max():.0f}, "
+                          f"y={boxes[:, 3].max():.0f}, beyond the frame; boxes must be in the "
+                          "video's pixels (was the file made at another resolution?)")
+
+
 def _from_file(clip: Clip, faces: dict, fpath: str):
   s = clip.spec
+  _check_frame_size(clip, faces, fpath)
   boxes = video.resize_boxes(clip.select_frames(faces["boxes"], fpath), *clip.source_hw,
                              s.height, s.width, s.resize_mode)
   present = clip.select_frames(faces["present"], fpath).astype(bool)

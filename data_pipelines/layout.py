@@ -6,7 +6,8 @@ ROOT/<path>               the video (mp4, webm, gif, ...); path is relative to R
 ROOT/depth/<id>.npy|.npz  optional teacher depth, float32 (F, H, W), F = the video's frame count or
                           the clip's num_frames; larger = farther unless annotated as disparity
 ROOT/faces/<id>.npz       optional face inputs: boxes (F, 4) float32 xyxy pixels, present (F,) bool,
-                          optional masks (F, H, W) bool and identity (D,) float32
+                          optional masks (F, H, W) bool, identity (D,) float32 and size (H, W):
+                          all in the video's own pixels (a file of another size is an error)
 ```
 """
 import dataclasses

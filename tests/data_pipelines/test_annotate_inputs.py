@@ -86,3 +86,32 @@ def test_a_killed_runs_temporary_files_are_removed(dataset, tmp_path):
   annotate.annotate_dataset(dataset, str(out), SPEC, _teachers())
   assert not stale.exists()
   assert not [n for n in os.listdir(out / "clips") if ".tmp" in n]
+
+
+def _with_faces(dataset, tmp_path, edit):
+  """A copy of `dataset` whose first clip's faces file is edited by `edit(dict)`."""
+  import shutil
+  import numpy as np
+  root = tmp_path / "copy"
+  shutil.copytree(dataset, root)
+  name = sorted(os.listdir(root / "faces"))[0]
+  faces = dict(np.load(root / "faces" / name))
+  edit(faces)
+  np.savez(root / "faces" / name, **faces)
+  return str(root), str(root / "faces" / name)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda f: f.update(boxes=f["boxes"] * 4), r"face boxes reach x=\d+, y=\d+, beyond the frame"),
+    (lambda f: f.update(size=[64, 96]), r"made for \(64, 96\) frames"),
+])
+def test_a_faces_file_of_another_resolution_is_an_error_naming_it(dataset, tmp_path, edit, msg):
+  root, path = _with_faces(dataset, tmp_path, edit)
+  with pytest.raises(annotate.AnnotationError, match=rf"{path} \(for .*, 32x48 frames\): {msg}"):
+    annotate.annotate_dataset(root, str(tmp_path / "ann"), SPEC, _teachers())
+
+
+def test_a_faces_file_with_the_videos_size_is_accepted(dataset, tmp_path):
+  root, _ = _with_faces(dataset, tmp_path, lambda f: f.update(size=[32, 48]))
+  s = annotate.annotate_dataset(root, str(tmp_path / "ann"), SPEC, _teachers())
+  assert s["annotated"] == 3
