@@ -12,6 +12,12 @@ setup() {
   fi
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -r requirements.txt
+  # The package itself, editable: `sem-repa` and `sem-repa-convert` then work from any folder.
+  "$PY" -m pip install -q "setuptools>=64"
+  if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$VENV/editable-install.log" 2>&1; then
+    cat "$VENV/editable-install.log" >&2
+    exit 1
+  fi
 }
 
 setup_test() {

@@ -32,5 +32,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def entry():
+  """The `sem-repa-convert` command."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  entry()

@@ -114,3 +114,17 @@ def test_a_user_error_inside_a_job_is_one_line_and_the_traceback_is_in_the_log(t
   assert "Traceback" in log and "config.data.records is empty" in log
   shown = _main(args, tmp_path, {"SEM_REPA_TRACEBACK": "1"})
   assert shown.returncode != 0 and "Traceback" in shown.stderr
+
+
+def test_installed_commands_work_from_any_folder(tmp_path):
+  """`./run.sh setup` installs the package editable: both commands run outside the repository."""
+  bin_dir = os.path.dirname(sys.executable)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  r = subprocess.run([os.path.join(bin_dir, "sem-repa"), "--config",
+                      os.path.join(ROOT, "configs", "base.py"), "--config.job=bogus"],
+                     cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and "unknown job 'bogus'" in r.stderr, r.stderr[-2000:]
+  r = subprocess.run([os.path.join(bin_dir, "sem-repa-convert"), "svd-unett", "--src", "x",
+                      "--dst", "y"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                     timeout=120)
+  assert r.returncode == 2 and "invalid choice: 'svd-unett'" in r.stderr, r.stderr[-2000:]
