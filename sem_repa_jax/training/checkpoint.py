@@ -66,12 +66,35 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no complete checkpoint in {self.directory}")
+    self.check_fits(abstract_state, step)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(int(step), args=ocp.args.Composite(**items))
     logging.info("restored step %d from %s", step, self.directory)
     return restored["state"]
+
+  def check_fits(self, abstract_state, step: int) -> None:
+    """Raises one error naming every array of `abstract_state` that checkpoint `step` lacks, holds
+    with another shape, or holds beyond it (a run resumed after its model changed)."""
+    meta = self.manager.item_metadata(int(step))["state"]
+    if meta is None:   # the manager has not read this step's metadata: read the item's own
+      reader = ocp.StandardCheckpointer()
+      meta = reader.metadata(os.path.join(self.directory, str(int(step)), "state"))
+      reader.close()
+    meta = getattr(meta, "item_metadata", meta)
+    saved = _shapes(getattr(meta, "tree", meta))
+    want = _shapes(abstract_state)
+    problems = [f"{k}: saved {saved[k]}, this run {want[k]}" for k in sorted(saved.keys() & want.keys())
+                if saved[k] != want[k]]
+    problems += [f"{k}: not in the checkpoint" for k in sorted(want.keys() - saved.keys())]
+    problems += [f"{k}: saved, not in this run" for k in sorted(saved.keys() - want.keys())]
+    if problems:
+      shown = "; ".join(problems[:8]) + (f"; and {len(problems) - 8} more" if len(problems) > 8
+                                         else "")
+      raise ValueError(f"{self.directory}/{step} does not fit this run's model ({len(problems)} "
+                       f"arrays differ: {shown}); resume with the config that wrote it, or train "
+                       "in a new workdir")
 
   def restore_saved(self, step: int | None = None) -> dict:
     """The saved state of `step` (default: latest) as it was written, without a target tree:
@@ -183,3 +206,19 @@ def load_into(state, path: str, attr: str, submodule: str | None = None,
   for name, k in places.items():  # (arrays of other collections are dropped here)
     flat[k] = loaded[name].astype(flat[k].dtype)
   return state.replace(**{attr: traverse_util.unflatten_dict(flat, sep="/")})
+
+
+def _shapes(tree) -> dict:
+  """{'params/a/kernel': shape} of every array-like leaf of a state or of saved metadata."""
+  import jax
+  out = {}
+
+  def visit(path, leaf):
+    shape = getattr(leaf, "shape", None)
+    if shape is not None:
+      name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                      for k in path)
+      out[name] = tuple(shape)
+  jax.tree_util.tree_map_with_path(visit, tree, is_leaf=lambda x: hasattr(x, "shape"))
+  return out
+

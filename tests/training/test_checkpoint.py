@@ -108,3 +108,23 @@ def test_killed_during_async_save_keeps_previous_step(tmp_path):
                                         sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))}
   w = np.asarray(ckpt.restore(abstract)["w"])
   assert np.all(w == step)
+
+
+def test_resuming_after_a_model_change_names_every_array_that_differs(tmp_path):
+  import jax
+  import jax.numpy as jnp
+  import pytest
+  from sem_repa_jax.training.checkpoint import Checkpointer
+  ckpt = Checkpointer(str(tmp_path), keep=2, async_save=False)
+  ckpt.save(3, {"params": {"dense": {"kernel": jnp.ones((2, 3))}, "old": jnp.zeros(2)},
+                "step": jnp.array(3)})
+  ckpt.wait()
+  changed = jax.eval_shape(lambda: {"params": {"dense": {"kernel": jnp.ones((2, 4))},
+                                               "new": jnp.zeros(5)}, "step": jnp.array(0)})
+  with pytest.raises(ValueError) as e:
+    ckpt.restore(changed)
+  msg = str(e.value)
+  assert "3 does not fit this run's model (3 arrays differ" in msg
+  assert "params/dense/kernel: saved (2, 3), this run (2, 4)" in msg
+  assert "params/new: not in the checkpoint" in msg and "params/old: saved, not in this run" in msg
+  ckpt.close()
