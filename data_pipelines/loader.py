@@ -22,7 +22,11 @@ class ClipRecordSource(gp.RandomAccessDataSource):
 
   def __init__(self, path_or_pattern: str):
     self.files = records.record_files(path_or_pattern)
-    self._source = gp.ArrayRecordDataSource(self.files)
+    try:
+      self._source = gp.ArrayRecordDataSource(self.files)
+    except Exception as e:  # pylint: disable=broad-except  (the reader names no file)
+      raise records.RecordError(f"{_unreadable(self.files) or path_or_pattern}: not a readable "
+                                f"ArrayRecord file ({type(e).__name__}: {e})") from None
 
   def __len__(self) -> int:
     return len(self._source)
@@ -35,16 +39,40 @@ class ClipRecordSource(gp.RandomAccessDataSource):
 
   def check_fields(self, required) -> None:
     """Raises RecordError naming the file and the field when a file's first record lacks one of
-    `required` (the annotator writes the same fields into every record of a run)."""
+    `required` (the annotator writes the same fields into every record of a run), or when two
+    files hold those fields with other shapes (annotations of another clip size: they cannot
+    batch together)."""
     from array_record.python.array_record_module import ArrayRecordReader
+    first_file, first_shapes = None, None
     for path in self.files:
       reader = ArrayRecordReader(path)
       try:
         first = reader.read([0])[0] if reader.num_records() else None
       finally:
         reader.close()
-      if first is not None:
-        records.check_record(records.decode_record(first, path), f"{path} (record 0)", required)
+      if first is None:
+        continue
+      rec = records.decode_record(first, path)
+      records.check_record(rec, f"{path} (record 0)", required)
+      here = {k: np.shape(rec[k]) for k in required if np.ndim(rec[k])}
+      if first_file is None:
+        first_file, first_shapes = path, here
+      elif here != first_shapes:
+        diff = ", ".join(f"{k} {first_shapes.get(k)} vs {here[k]}" for k in here
+                         if here[k] != first_shapes.get(k))
+        raise records.RecordError(f"{path} and {first_file} hold clips of other sizes ({diff}); "
+                                  "train on records annotated with one clip spec")
+
+
+def _unreadable(files) -> str | None:
+  """The first of `files` that the ArrayRecord reader cannot open."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  for path in files:
+    try:
+      ArrayRecordReader(path).close()
+    except Exception:  # pylint: disable=broad-except
+      return path
+  return None
 
 
 class DecodeRecord(gp.MapTransform):

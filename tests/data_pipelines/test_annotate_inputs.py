@@ -115,3 +115,25 @@ def test_a_faces_file_with_the_videos_size_is_accepted(dataset, tmp_path):
   root, _ = _with_faces(dataset, tmp_path, lambda f: f.update(size=[32, 48]))
   s = annotate.annotate_dataset(root, str(tmp_path / "ann"), SPEC, _teachers())
   assert s["annotated"] == 3
+
+
+def test_records_of_two_clip_sizes_are_refused_naming_both_files(dataset, tmp_path):
+  from data_pipelines import loader, records
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  annotate.annotate_dataset(dataset, a, SPEC, _teachers())
+  annotate.annotate_dataset(dataset, b, annotate.ClipSpec(num_frames=5, fps=8.0, height=16,
+                                                          width=24), _teachers())
+  src = loader.ClipRecordSource(str(tmp_path / "*" / "records" / "*.array_record"))
+  with pytest.raises(records.RecordError, match=r"b/records/all-00000-of-00001.array_record and "
+                                                r".*a/records/.* hold clips of other sizes "
+                                                r"\(video_latents"):
+    src.check_fields(records.required_keys("semrepa"))
+
+
+def test_a_corrupt_record_file_is_named(tmp_path):
+  from data_pipelines import loader, records
+  bad = tmp_path / "records" / "all-00000-of-00001.array_record"
+  bad.parent.mkdir()
+  bad.write_bytes(b"this is not an array_record file" * 10)
+  with pytest.raises(records.RecordError, match=rf"{bad}: not a readable ArrayRecord file"):
+    loader.ClipRecordSource(str(tmp_path / "records"))
