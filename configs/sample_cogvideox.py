@@ -42,4 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_windows = 1               # > 1: sliding-window long video (docs/sampling.md)
   c.fps = 8
   c.num_samples = 1               # videos per image, each with its own seed (seed + i)
+  # An image of another aspect than height:width: 'crop' (centered), 'pad' (black bars) or
+  # 'stretch' (diffusers' plain resize); the job logs what it did.
+  c.image_fit = "crop"
   return c

@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from sem_repa_jax.pipelines import cogvideox_i2v as i2v
+from sem_repa_jax.pipelines.images import fit_to_aspect
 
 
 def _find(tree, key):
@@ -51,6 +52,10 @@ def model_facts(transformer_dir: str, vae_dir: str, config) -> i2v.ModelFacts:
 
 def load_prompt_embeds(path: str, negative_path: str = ""):
   """(prompt_embeds (B, L, D), negative or None) from .npy / .npz / .safetensors files."""
+  if not path:
+    raise ValueError("config.prompt_embeds is empty: give a .npy / .npz / .safetensors of T5 "
+                     "prompt embeddings (job encode_text writes them)")
+
   def load(p):
     if not os.path.isfile(p):
       raise FileNotFoundError(f"prompt embeddings {p!r}: no such file")
@@ -97,6 +102,8 @@ def run(config) -> None:
   from sem_repa_jax.models import load_pretrained
   if not config.image or not os.path.isfile(config.image):
     raise FileNotFoundError(f"config.image={config.image!r}: no such image file")
+  if config.num_samples < 1:
+    raise ValueError(f"config.num_samples = {config.num_samples}: expected at least 1")
   if not config.model_dir and not (config.transformer_dir and config.vae_dir):
     raise ValueError("set config.model_dir (with transformer/ and vae/) or both "
                      "config.transformer_dir and config.vae_dir")
@@ -115,7 +122,10 @@ def run(config) -> None:
   if settings.guidance_scale > 1 and neg is None:
     raise ValueError(f"guidance_scale={settings.guidance_scale} needs negative prompt embeddings: add "
                      "'negative_prompt_embeds' to the prompt file or set config.negative_prompt_embeds")
-  image = Image.open(config.image).convert("RGB")
+  image, note = fit_to_aspect(Image.open(config.image).convert("RGB"), settings.height,
+                              settings.width, config.get("image_fit", "crop"))
+  if note:
+    logging.info("%s", note)
 
   transformer, tvars = load_pretrained(tdir)
   vae, vvars = load_pretrained(vdir)
