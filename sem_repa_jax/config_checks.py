@@ -42,6 +42,11 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
   if ckpt is not None and ckpt.get("keep", 1) < 1:
     raise ConfigError(f"config.checkpoint.keep = {ckpt.keep}: expected at least 1 (the last "
                       "checkpoint is the run's result; 0 would delete it)")
+  for stage, jobs_of_stage in (("align", ("align", "demo")), ("finetune", ("finetune", "demo"))):
+    if config.job in jobs_of_stage and config.get(stage) is not None \
+        and config[stage].get("num_steps", 1) < 1:
+      raise ConfigError(f"config.{stage}.num_steps = {config[stage].num_steps}: expected at least "
+                        "1 (0 would export untrained modules as if trained)")
   data = config.get("data")
   if data is not None and data.get("batch_size") is not None and data.batch_size < 1:
     raise ConfigError(f"config.data.batch_size = {data.batch_size}: expected at least 1")

@@ -79,6 +79,7 @@ def _main(args, tmp_path, env_extra=None):
     ("--config.checkpoint.keep=0", r"config.checkpoint.keep = 0: expected at least 1"),
     ("--config.dtype=bf16", r"config.dtype = 'bf16': expected one of float32, bfloat16, float16"),
     ("--config.data.batch_size=0", r"config.data.batch_size = 0: expected at least 1"),
+    ("--config.align.num_steps=0", r"config.align.num_steps = 0: expected at least 1 \(0 would"),
 ])
 def test_bad_values_are_refused_before_any_work(override, msg, tmp_path):
   workdir = tmp_path / "w"
