@@ -81,6 +81,10 @@ class DepthLatents:
       raise AnnotationError(f"clip {cid}: no depth file {clip.root}/depth/{cid}.npy|.npz and no "
                             f"depth teacher")
     d = clip.select_frames(depth_lib.load_depth(dpath), dpath)
+    if tuple(d.shape[1:3]) != tuple(clip.source_hw):
+      raise AnnotationError(f"{dpath}: depth frames of {d.shape[1]}x{d.shape[2]}, but "
+                            f"{clip.entry.path} has {clip.source_hw[0]}x{clip.source_hw[1]} "
+                            "frames; teacher depth must be at the video's own size")
     far = d.min() if s.disparity else d.max()
     return video.resize_frames(d, s.height, s.width, s.resize_mode, pad_value=far)
 

@@ -137,3 +137,19 @@ def test_a_corrupt_record_file_is_named(tmp_path):
   bad.write_bytes(b"this is not an array_record file" * 10)
   with pytest.raises(records.RecordError, match=rf"{bad}: not a readable ArrayRecord file"):
     loader.ClipRecordSource(str(tmp_path / "records"))
+
+
+def test_a_depth_file_of_another_size_is_an_error_naming_it(dataset, tmp_path):
+  import shutil
+  import numpy as np
+  root = tmp_path / "copy"
+  shutil.copytree(dataset, root)
+  name = sorted(os.listdir(root / "depth"))[0]
+  path = root / "depth" / name
+  d = np.load(path) if name.endswith(".npy") else np.load(path)["depth"]
+  half = d[:, ::2, ::2]
+  os.remove(path)
+  np.save(root / "depth" / (os.path.splitext(name)[0] + ".npy"), half)
+  with pytest.raises(annotate.AnnotationError,
+                     match=r"depth frames of 16x24, but .* has 32x48 frames"):
+    annotate.annotate_dataset(str(root), str(tmp_path / "ann"), SPEC, _teachers())
