@@ -3,8 +3,8 @@
 ```
 ROOT/manifest.jsonl       one JSON object per line: {"path", "caption", "split"?, "id"?}
 ROOT/<path>               the video (mp4, webm, gif, ...); path is relative to ROOT or absolute
-ROOT/depth/<id>.npy|.npz  optional teacher depth, float32 (F, H, W), F = the video's frame count or
-                          the clip's num_frames; larger = farther unless annotated as disparity
+ROOT/depth/<id>.npy|.npz  optional teacher depth, float32 (F, H, W) at the video's frame size, F = the
+                          video's frame count or the clip's num_frames; larger = farther unless annotated as disparity
 ROOT/faces/<id>.npz       optional face inputs: boxes (F, 4) float32 xyxy pixels, present (F,) bool,
                           optional masks (F, H, W) bool, identity (D,) float32 and size (H, W):
                           all in the video's own pixels (a file of another size is an error)
