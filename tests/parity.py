@@ -6,7 +6,7 @@ in the user's format (`save_pretrained` folders, possibly sharded with an index;
 edited state dicts; .pth and .onnx files), converts it with `convert` (the `python -m conversion`
 entry point, in process), loads the result with `load_pretrained` and compares with its tolerance.
 `edited_copy` + `conversion_error` are the scaffold of the tests that corrupt a checkpoint and read
-the error.
+the error; `ShapeSource` checks the mapping of a full-size model built on the meta device.
 """
 import contextlib
 import io
@@ -128,6 +128,20 @@ def conversion_error(kind: str, src, dst, error=ConversionError, match: str | No
     available_kinds()[kind].convert(str(src), str(dst))
   assert not os.path.exists(dst), f"{dst} was written by a failed conversion"
   return e.value
+
+
+class ShapeSource:
+  """A conversion Source of a torch model's state dict as names and shapes only (meta tensors
+  work: nothing is allocated), for mapping-coverage checks with conversion.mapping.plan."""
+
+  def __init__(self, model: torch.nn.Module):
+    self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+  def keys(self):
+    return self.shapes.keys()
+
+  def shape(self, name):
+    return self.shapes[name]
 
 
 def max_abs_error(got, want) -> float:

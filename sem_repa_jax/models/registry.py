@@ -14,6 +14,7 @@ FACTORIES = {
     "clip-vision": "sem_repa_jax.models.encoders.clip:build_clip_vision",
     "arcface": "sem_repa_jax.models.encoders.arcface:build_iresnet",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",
+    "svd-unet": "sem_repa_jax.models.svd.unet:build",
 }
 
 FORMER_FACTORIES = {

@@ -177,19 +177,6 @@ def test_corrupted_folders_give_readable_errors(built, tmp_path, capsys):
   assert not os.path.exists(tmp_path / "out")
 
 
-class _ShapeSource:
-  """What save_pretrained would write (the state dict), as names and shapes only."""
-
-  def __init__(self, model):
-    self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-
-  def keys(self):
-    return self.shapes.keys()
-
-  def shape(self, name):
-    return self.shapes[name]
-
-
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_map_every_diffusers_tensor(name):
   """At full size (meta tensors, abstract Flax shapes): every tensor of diffusers' model maps."""
@@ -197,7 +184,7 @@ def test_presets_map_every_diffusers_tensor(name):
   kwargs = {k: getattr(preset, k) for k in preset.__dataclass_fields__}
   with torch.device("meta"):
     model = CogVideoXTransformer3DModel(**kwargs)
-  source = _ShapeSource(model)
+  source = parity.ShapeSource(model)
   module = CogVideoXTransformer3D(preset)
   plan(source, converter.rules(preset), converter.target_shapes(module), name)   # raises if not
   assert config_from_diffusers(dict(model.config)) == preset

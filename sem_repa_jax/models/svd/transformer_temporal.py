@@ -1,0 +1,142 @@
+"""SVD's spatio-temporal transformer (diffusers `TransformerSpatioTemporalModel`), its two blocks.
+
+    y = proj_in(GroupNorm per frame (x))             tokens (B*F, H*W, C)
+    per layer:  y = spatial block (y)                over the pixels of a frame: self, cross, FF
+                m = temporal block (y + frame pos)   over the frames of a pixel: FF, self, cross, FF
+                y = AlphaBlender(y, m)
+    out = x + proj_out(y)
+
+The frame position embedding (an MLP of the sinusoid of the frame index) enters the temporal branch
+only. Context: the spatial cross-attention (attn2) of every frame sees the whole context; with
+`extra_context_tokens` N > 0 its last N tokens form the extra group 'id' that attn2 projects with
+its own to_k_id / to_v_id (StableAnimator's ID adapter: the output of that group is added to the
+main one before to_out). The temporal cross-attention sees the main tokens only (all of them when
+N = 0, as diffusers).
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sem_repa_jax.models.svd.spatio_temporal_resnet import AlphaBlender
+from sem_repa_jax.nn.attention_layers import Attention
+from sem_repa_jax.nn.convs import VIDEO_AXES
+from sem_repa_jax.nn.dense import dense
+from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
+from sem_repa_jax.nn.norms import GroupNorm, LayerNorm
+
+EXTRA_GROUP = "id"
+TOKEN_AXES = ("batch", "length", "embed")
+
+
+class GEGLUFeedForward(nn.Module):
+  """diffusers FeedForward(activation_fn='geglu'): proj_in to (2, inner) = (value, gate), value *
+  exact GELU(gate), proj_out. The (2, inner) kernel keeps both halves on one 'mlp' shard."""
+  inner_dim: int
+  out_features: Optional[int] = None
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    h = dense((2, self.inner_dim), ("embed", None, "mlp"), "proj_in", self.dtype,
+              self.param_dtype)(x)
+    h = h[..., 0, :] * nn.gelu(h[..., 1, :], approximate=False)
+    h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+    return dense(self.out_features or x.shape[-1], ("mlp", "embed"), "proj_out", self.dtype,
+                 self.param_dtype)(h)
+
+
+def _layer_norm(block, name):
+  return LayerNorm(1e-5, True, "embed", block.dtype, block.param_dtype, name=name)
+
+
+class BasicTransformerBlock(nn.Module):
+  """`(x (N, L, D), context (N, T, D_ctx), extra_context {group: (N, T_g, D_ctx)}) -> (N, L, D)`:
+  pre-LayerNorm self-attention, cross-attention and GEGLU feed-forward, each residual."""
+  heads: int
+  head_dim: int
+  extra_groups: tuple = ()
+  attention: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _attention(self, name, extra_groups=()):
+    return Attention(self.heads, self.head_dim, extra_groups=extra_groups,
+                     implementation=self.attention, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name=name)
+
+  def _attend_and_feed(self, x, context, extra_context):
+    x = x + self._attention("attn1")(_layer_norm(self, "norm1")(x))
+    x = x + self._attention("attn2", self.extra_groups)(_layer_norm(self, "norm2")(x), context,
+                                                        extra_context=extra_context)
+    x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="ff")(_layer_norm(self, "norm3")(x))
+    return nn.with_logical_constraint(x, TOKEN_AXES)
+
+  @nn.compact
+  def __call__(self, x, context, extra_context=None):
+    return self._attend_and_feed(x, context, extra_context)
+
+
+class TemporalBasicTransformerBlock(BasicTransformerBlock):
+  """`(x (N, F, D) the frames of each pixel, context (N, T, D_ctx)) -> (N, F, D)`: diffusers'
+  block with a residual GEGLU feed-forward (norm_in, ff_in) before the attentions."""
+
+  @nn.compact
+  def __call__(self, x, context, extra_context=None):
+    x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
+                             name="ff_in")(_layer_norm(self, "norm_in")(x))
+    return self._attend_and_feed(x, context, None)
+
+
+class TransformerSpatioTemporalModel(nn.Module):
+  """`(x (B, F, H, W, C), context (B, T, D_ctx), image_only_indicator (B, F))
+  -> (B, F, H, W, C)`."""
+  heads: int
+  num_layers: int = 1
+  extra_context_tokens: int = 0
+  attention: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, context, image_only_indicator):
+    b, f, h, w, c = x.shape
+    if c % self.heads:
+      raise ValueError(f"{c} channels do not split into {self.heads} attention heads")
+    n_extra = self.extra_context_tokens
+    if context.shape[1] <= n_extra:
+      raise ValueError(f"context of {context.shape[1]} tokens: this model takes its last "
+                       f"{n_extra} as the '{EXTRA_GROUP}' group and needs at least one more")
+    main = context[:, :context.shape[1] - n_extra].astype(self.dtype)
+    # Every frame of a video attends to its video's context; every pixel's frames to the same.
+    spatial_ctx = jnp.repeat(main, f, axis=0)
+    extra = {EXTRA_GROUP: jnp.repeat(context[:, -n_extra:].astype(self.dtype), f, axis=0)} \
+        if n_extra else None
+    temporal_ctx = jnp.repeat(main, h * w, axis=0)
+    groups = (EXTRA_GROUP,) if n_extra else ()
+
+    y = GroupNorm(32, 1e-6, per_frame=True, dtype=self.dtype, param_dtype=self.param_dtype,
+                  name="norm")(x)
+    y = dense(c, (None, "embed"), "proj_in", self.dtype,
+              self.param_dtype)(y.reshape(b * f, h * w, c))
+    frame_pos = get_timestep_embedding(jnp.arange(f), c, flip_sin_to_cos=True,
+                                       downscale_freq_shift=0).astype(self.dtype)
+    frame_pos = TimestepEmbedding(4 * c, out_features=c, dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name="time_pos_embed")(frame_pos)
+    mixer = AlphaBlender(0.5, "learned_with_images", param_dtype=self.param_dtype,
+                         name="time_mixer")
+    for i in range(self.num_layers):
+      y = BasicTransformerBlock(self.heads, c // self.heads, groups, self.attention, self.dtype,
+                                self.param_dtype, name=f"transformer_blocks_{i}")(
+          y, spatial_ctx, extra)
+      m = y.reshape(b, f, h * w, c) + frame_pos[None, :, None, :]
+      m = m.transpose(0, 2, 1, 3).reshape(b * h * w, f, c)
+      m = TemporalBasicTransformerBlock(self.heads, c // self.heads, (), self.attention,
+                                        self.dtype, self.param_dtype,
+                                        name=f"temporal_transformer_blocks_{i}")(m, temporal_ctx)
+      m = m.reshape(b, h * w, f, c).transpose(0, 2, 1, 3)
+      y = mixer(y.reshape(b, f, h * w, c), m, image_only_indicator).reshape(b * f, h * w, c)
+    y = dense(c, ("embed", None), "proj_out", self.dtype, self.param_dtype)(y)
+    return nn.with_logical_constraint(x + y.reshape(b, f, h, w, c), VIDEO_AXES)

@@ -1,0 +1,229 @@
+"""Stable Video Diffusion U-Net (diffusers `UNetSpatioTemporalConditionModel`), channels-last.
+
+    temb = MLP(sinusoid(c_noise)) + MLP(sinusoids of added_time_ids: fps - 1, motion, noise aug)
+    x = conv_in(sample) (+ pose_features)  -> down blocks -> mid block -> up blocks (with skips)
+      -> GroupNorm, SiLU, conv_out
+
+Every frame of a video shares temb and the context (B, T, D); the temporal layers inside the blocks
+mix frames. One module covers SVD (14 frames) and SVD-XT (25 frames), which have the same shapes,
+through `UNetSpatioTemporalConfig` (field names are diffusers' config.json keys).
+
+Two hooks for StableAnimator, both absent by default, where the module is exactly diffusers':
+`pose_features` (B, F, h, w, block_out_channels[0]) is added to the output of conv_in (its PoseNet),
+and `extra_context_tokens` N > 0 makes the last N context tokens the 'id' group of every spatial
+cross-attention, projected by its own to_k_id / to_v_id (transformer_temporal.py).
+"""
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sem_repa_jax.models.config_fields import from_fields
+from sem_repa_jax.models.svd.unet_blocks import DownBlock, MidBlock, UpBlock
+from sem_repa_jax.nn.attention import IMPLEMENTATIONS
+from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
+from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
+from sem_repa_jax.nn.norms import GroupNorm
+from sem_repa_jax.nn.stacking import REMAT_POLICIES
+
+DOWN_BLOCKS = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
+UP_BLOCKS = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
+_PER_BLOCK = ("layers_per_block", "cross_attention_dim", "transformer_layers_per_block",
+              "num_attention_heads")
+NORM_GROUPS = 32   # every GroupNorm of the model (fixed in diffusers)
+
+
+@dataclass(frozen=True)
+class UNetSpatioTemporalConfig:
+  """Integers given per block may be one int (every block); they are stored per block."""
+  sample_size: Optional[int] = None
+  in_channels: int = 8
+  out_channels: int = 4
+  down_block_types: tuple = ("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",)
+  up_block_types: tuple = ("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3
+  block_out_channels: tuple = (320, 640, 1280, 1280)
+  addition_time_embed_dim: int = 256
+  projection_class_embeddings_input_dim: int = 768
+  layers_per_block: Any = 2
+  cross_attention_dim: Any = 1024
+  transformer_layers_per_block: Any = 1
+  num_attention_heads: Any = (5, 10, 20, 20)
+  num_frames: int = 25        # recorded by diffusers; the forward takes any frame count
+  extra_context_tokens: int = 0   # not diffusers': StableAnimator's face tokens
+
+  def __post_init__(self):
+    n = len(self.block_out_channels)
+    set_ = lambda k, v: object.__setattr__(self, k, v)
+    for k in ("down_block_types", "up_block_types"):
+      set_(k, tuple(getattr(self, k)))
+    set_("block_out_channels", tuple(int(c) for c in self.block_out_channels))
+    problems = []
+    for k in _PER_BLOCK:
+      v = getattr(self, k)
+      if isinstance(v, int):
+        v = (v,) * n
+      v = tuple(v)
+      if not all(isinstance(e, int) for e in v):
+        problems.append(f"{k} {list(v)}: only integers per block are ported (not per-layer lists)")
+      elif len(v) != n:
+        problems.append(f"{k} has {len(v)} entries for {n} blocks")
+      set_(k, v)
+    for k, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+      unknown = [t for t in getattr(self, k) if t not in known]
+      if unknown:
+        problems.append(f"{k} {unknown}: ported are {list(known)}")
+      if len(getattr(self, k)) != n:
+        problems.append(f"{k} has {len(getattr(self, k))} entries for {n} blocks")
+    odd = [c for c in self.block_out_channels if c % NORM_GROUPS]
+    if odd:
+      problems.append(f"block_out_channels {odd} are not multiples of the {NORM_GROUPS} "
+                      "GroupNorm groups")
+    if not problems:
+      heads = [(c, h) for c, h in zip(self.block_out_channels, self.num_attention_heads) if c % h]
+      if heads:
+        problems.append(f"(channels, num_attention_heads) {heads}: heads must divide the width")
+      if len(set(self.cross_attention_dim)) > 1:
+        problems.append(f"cross_attention_dim {list(self.cross_attention_dim)}: every block reads "
+                        "the same encoder_hidden_states, so one width only")
+    if self.projection_class_embeddings_input_dim % self.addition_time_embed_dim:
+      problems.append(f"projection_class_embeddings_input_dim "
+                      f"{self.projection_class_embeddings_input_dim} is not a multiple of "
+                      f"addition_time_embed_dim {self.addition_time_embed_dim}")
+    if self.extra_context_tokens < 0:
+      problems.append(f"extra_context_tokens {self.extra_context_tokens} < 0")
+    if problems:
+      raise ValueError("SVD U-Net config not supported: " + "; ".join(problems))
+
+  @property
+  def num_added_time_ids(self) -> int:
+    return self.projection_class_embeddings_input_dim // self.addition_time_embed_dim
+
+
+_SVD_XT = UNetSpatioTemporalConfig(sample_size=96)
+PRESETS = {
+    "svd": dataclasses.replace(_SVD_XT, num_frames=14),
+    "svd-xt": _SVD_XT,
+}
+
+
+def config_from_diffusers(cfg: dict, **overrides) -> UNetSpatioTemporalConfig:
+  """A diffusers unet config.json dict (keys starting with '_' are metadata) -> the config;
+  unknown keys are an error. overrides: this port's own fields (extra_context_tokens)."""
+  name = cfg.get("_class_name", "UNetSpatioTemporalConditionModel")
+  if name != "UNetSpatioTemporalConditionModel":
+    raise ValueError(f"_class_name {name!r}, expected 'UNetSpatioTemporalConditionModel' (the "
+                     "unet/ folder of a Stable Video Diffusion repository)")
+  values = {k: v for k, v in cfg.items() if not k.startswith("_")}
+  if "extra_context_tokens" in values:
+    raise ValueError("extra_context_tokens is not a diffusers key; pass it as an override")
+  return from_fields(UNetSpatioTemporalConfig, {**values, **overrides}, "diffusers SVD U-Net")
+
+
+class UNetSpatioTemporal(nn.Module):
+  """apply(v, sample (B,F,h,w,in), timestep (B,) EDM c_noise, encoder_hidden_states (B,T,D),
+  added_time_ids (B,3), pose_features=None (B,F,h,w,C0), image_only_indicator=None (B,F))
+  -> (B,F,h,w,out)."""
+  config: UNetSpatioTemporalConfig
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  attention: str = "xla"
+  remat_policy: str = "none"
+
+  def _check(self, sample, encoder_hidden_states, added_time_ids, pose_features):
+    c = self.config
+    if self.attention not in IMPLEMENTATIONS:
+      raise ValueError(f"attention {self.attention!r} is not one of {IMPLEMENTATIONS}")
+    if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy {self.remat_policy!r}: expected 'none' or one of "
+                       f"{sorted(REMAT_POLICIES)}")
+    if sample.ndim != 5 or sample.shape[-1] != c.in_channels:
+      raise ValueError(f"sample must be (B, F, h, w, {c.in_channels}), got {sample.shape}")
+    b = sample.shape[0]
+    d = c.cross_attention_dim[0]
+    if encoder_hidden_states.ndim != 3 or encoder_hidden_states.shape[::2] != (b, d):
+      raise ValueError(f"encoder_hidden_states must be ({b}, T, {d}), got "
+                       f"{encoder_hidden_states.shape}")
+    if encoder_hidden_states.shape[1] <= c.extra_context_tokens:
+      raise ValueError(f"encoder_hidden_states has {encoder_hidden_states.shape[1]} tokens; this "
+                       f"model takes 1 or more, then {c.extra_context_tokens} extra ones")
+    if added_time_ids.shape != (b, c.num_added_time_ids):
+      raise ValueError(f"added_time_ids must be ({b}, {c.num_added_time_ids}), got "
+                       f"{added_time_ids.shape}")
+    want = sample.shape[:4] + (c.block_out_channels[0],)
+    if pose_features is not None and pose_features.shape != want:
+      raise ValueError(f"pose_features must be {want} (conv_in's output), got "
+                       f"{pose_features.shape}")
+
+  @nn.compact
+  def __call__(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_features=None,
+               image_only_indicator=None):
+    c = self.config
+    self._check(sample, encoder_hidden_states, added_time_ids, pose_features)
+    b, f = sample.shape[:2]
+    c0 = c.block_out_channels[0]
+    mlp = lambda name: TimestepEmbedding(4 * c0, dtype=self.dtype, param_dtype=self.param_dtype,
+                                         name=name)
+    t = jnp.broadcast_to(jnp.reshape(jnp.asarray(timestep, jnp.float32), (-1,)), (b,))
+    temb = mlp("time_embedding")(get_timestep_embedding(t, c0, True, 0).astype(self.dtype))
+    ids = get_timestep_embedding(jnp.reshape(added_time_ids, (-1,)), c.addition_time_embed_dim,
+                                 True, 0)
+    temb = temb + mlp("add_embedding")(ids.reshape(b, -1).astype(self.dtype))
+
+    context = encoder_hidden_states.astype(self.dtype)
+    indicator = (jnp.zeros((b, f), self.dtype) if image_only_indicator is None
+                 else jnp.asarray(image_only_indicator))
+    common = dict(extra_context_tokens=c.extra_context_tokens, attention=self.attention,
+                  remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    x = Conv2D(c0, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv_in")(sample)
+    if pose_features is not None:
+      x = x + pose_features.astype(self.dtype)
+    x = nn.with_logical_constraint(x, VIDEO_AXES)
+    skips = [x]
+    n = len(c.block_out_channels)
+    for i, kind in enumerate(c.down_block_types):
+      cross = kind == DOWN_BLOCKS[0]
+      x, res = DownBlock(c.block_out_channels[i], c.layers_per_block[i], cross,
+                         c.num_attention_heads[i], c.transformer_layers_per_block[i],
+                         1e-6 if cross else 1e-5, i < n - 1, **common,
+                         name=f"down_blocks_{i}")(x, temb, context, indicator)
+      skips.extend(res)
+    x = MidBlock(c.block_out_channels[-1], 1, True, c.num_attention_heads[-1],
+                 c.transformer_layers_per_block[-1], 1e-5, False, **common,
+                 name="mid_block")(x, temb, context, indicator)
+    for i, kind in enumerate(c.up_block_types):
+      j = n - 1 - i   # the down level this up block mirrors
+      layers = c.layers_per_block[j] + 1
+      res, skips = skips[-layers:], skips[:-layers]
+      size = skips[-1].shape[2:4] if i < n - 1 else None
+      x = UpBlock(c.block_out_channels[j], layers, kind == UP_BLOCKS[0], c.num_attention_heads[j],
+                  c.transformer_layers_per_block[j], 1e-6, i < n - 1, **common,
+                  name=f"up_blocks_{i}")(x, tuple(res), temb, context, indicator, size)
+
+    x = GroupNorm(NORM_GROUPS, 1e-5, per_frame=True, dtype=jnp.float32,
+                  param_dtype=self.param_dtype, name="conv_norm_out")(x)
+    x = nn.silu(x).astype(self.dtype)
+    x = Conv2D(c.out_channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
+               name="conv_out")(x)
+    return nn.with_logical_constraint(x, VIDEO_AXES)
+
+
+def example_inputs(config: UNetSpatioTemporalConfig, batch: int = 1, frames: int = 1):
+  """Zero inputs of the smallest latent the model takes (one pixel at the deepest level)."""
+  side = 2 ** (len(config.block_out_channels) - 1)
+  return dict(sample=jnp.zeros((batch, frames, side, side, config.in_channels)),
+              timestep=jnp.zeros((batch,)),
+              encoder_hidden_states=jnp.zeros((batch, 1 + config.extra_context_tokens,
+                                               config.cross_attention_dim[0])),
+              added_time_ids=jnp.zeros((batch, config.num_added_time_ids)))
+
+
+def build(config: dict, dtype="float32", param_dtype="float32", attention: str = "xla",
+          remat_policy: str = "none") -> UNetSpatioTemporal:
+  """Factory of kind 'svd-unet' (load_pretrained): JSON kwargs (a config dict, dtype names)."""
+  if not isinstance(config, UNetSpatioTemporalConfig):
+    config = from_fields(UNetSpatioTemporalConfig, config, "SVD U-Net")
+  return UNetSpatioTemporal(config, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype),
+                            attention=attention, remat_policy=remat_policy)

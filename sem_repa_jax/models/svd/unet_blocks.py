@@ -1,0 +1,110 @@
+"""The down, mid and up blocks of SVD's U-Net (diffusers `unet_3d_blocks.py`, *SpatioTemporal).
+
+A down block is `num_layers` spatio-temporal ResNets, each followed by a spatio-temporal transformer
+when the block has cross-attention (CrossAttnDownBlockSpatioTemporal), then a stride-2 3x3
+convolution (padding 1 on every side, diffusers' Downsample2D); it returns every intermediate
+state as a skip connection. An up block concatenates one skip per layer to its input (channels
+last), and upsamples by nearest neighbours to the size of the next skip (Upsample2D with the
+forwarded size: 2x, or the odd size of the matching down level) before a 3x3 convolution. The mid
+block is ResNet, transformer, ResNet. Each ResNet and transformer is rematerialized by the
+configured policy (the blocks differ in width, so they are not scanned).
+"""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from sem_repa_jax.models.svd.spatio_temporal_resnet import SpatioTemporalResBlock
+from sem_repa_jax.models.svd.transformer_temporal import TransformerSpatioTemporalModel
+from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
+from sem_repa_jax.nn.stacking import remat
+
+
+def upsample_nearest(x, size: Sequence[int]):
+  """torch `interpolate(mode='nearest', size=size)` on (..., H, W, C): source index
+  floor(i * H_in / H_out) in float32, or each row and column twice when the size doubles."""
+  index = []
+  for n_in, n_out in zip(x.shape[-3:-1], size):
+    if n_out == 2 * n_in:
+      index.append(np.arange(n_out) // 2)
+    else:
+      scale = np.float32(n_in) / np.float32(n_out)
+      index.append(np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(int),
+                              n_in - 1))
+  return jnp.take(jnp.take(x, index[0], axis=-3), index[1], axis=-2)
+
+
+class _Block(nn.Module):
+  """What every block shares: its fields and the two rematerialized sub-blocks."""
+  out_channels: int
+  num_layers: int = 1
+  cross_attention: bool = True
+  heads: int = 1
+  transformer_layers: int = 1
+  resnet_eps: float = 1e-6
+  resample: bool = True
+  extra_context_tokens: int = 0
+  attention: str = "xla"
+  remat_policy: str = "none"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def resnet(self, name, x, temb, indicator):
+    cls = remat(SpatioTemporalResBlock, self.remat_policy)
+    return cls(self.out_channels, self.resnet_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+               name=name)(x, temb, indicator)
+
+  def transformer(self, name, x, context, indicator):
+    cls = remat(TransformerSpatioTemporalModel, self.remat_policy)
+    return cls(self.heads, self.transformer_layers, self.extra_context_tokens, self.attention,
+               self.dtype, self.param_dtype, name=name)(x, context, indicator)
+
+
+class DownBlock(_Block):
+  """`(x, temb, context, indicator) -> (x, skips)`; resample: the downsampler (all but the last)."""
+
+  @nn.compact
+  def __call__(self, x, temb, context, indicator):
+    skips = []
+    for i in range(self.num_layers):
+      x = self.resnet(f"resnets_{i}", x, temb, indicator)
+      if self.cross_attention:
+        x = self.transformer(f"attentions_{i}", x, context, indicator)
+      skips.append(x)
+    if self.resample:
+      x = Conv2D(self.out_channels, (3, 3), strides=2, padding=1, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="downsampler")(x)
+      x = nn.with_logical_constraint(x, VIDEO_AXES)
+      skips.append(x)
+    return x, tuple(skips)
+
+
+class UpBlock(_Block):
+  """`(x, skips, temb, context, indicator, size) -> x`: skips[-1] joins the first layer; resample:
+  upsample to `size` (h, w) (all but the last block)."""
+
+  @nn.compact
+  def __call__(self, x, skips, temb, context, indicator, size=None):
+    for i in range(self.num_layers):
+      x = jnp.concatenate([x, skips[-1 - i].astype(x.dtype)], axis=-1)
+      x = self.resnet(f"resnets_{i}", x, temb, indicator)
+      if self.cross_attention:
+        x = self.transformer(f"attentions_{i}", x, context, indicator)
+    if self.resample:
+      x = Conv2D(self.out_channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="upsampler")(upsample_nearest(x, size))
+      x = nn.with_logical_constraint(x, VIDEO_AXES)
+    return x
+
+
+class MidBlock(_Block):
+  """`(x, temb, context, indicator) -> x`: ResNet, then num_layers x (transformer, ResNet)."""
+
+  @nn.compact
+  def __call__(self, x, temb, context, indicator):
+    x = self.resnet("resnets_0", x, temb, indicator)
+    for i in range(self.num_layers):
+      x = self.transformer(f"attentions_{i}", x, context, indicator)
+      x = self.resnet(f"resnets_{i + 1}", x, temb, indicator)
+    return x
