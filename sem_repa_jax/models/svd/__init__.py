@@ -1,0 +1,1 @@
+"""Stable Video Diffusion: the spatio-temporal U-Net and the temporal VAE."""
