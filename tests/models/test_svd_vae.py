@@ -107,7 +107,7 @@ def test_bfloat16_conversion_decodes_close_to_diffusers(models, tmp_path):
                                                      dtype="bfloat16"))
   kernel = variables["params"]["decoder"]["time_conv_out"]["kernel"]
   assert kernel.dtype == jax.numpy.bfloat16 and module.dtype == jax.numpy.bfloat16
-  latents = np.random.default_rng(8).standard_normal((1, 3, H // 2, W // 2, LATENT), np.float32)
+  latents = np.random.default_rng(8).standard_normal((1, 2, H // 2, W // 2, LATENT), np.float32)
   out = _apply(module, variables, latents, "decode", decode_chunk_size=2)
   expected = _pipeline_decode(ref, latents, 2)
   err = parity.max_abs_error(out, expected)
@@ -115,13 +115,12 @@ def test_bfloat16_conversion_decodes_close_to_diffusers(models, tmp_path):
   assert err <= 0.05 * np.abs(expected).max()
 
 
-def test_rematerialized_decoder_computes_the_same(models):
-  _, _, module, variables = models
+def test_rematerialized_decoder_matches_diffusers(models):
+  ref, _, module, variables = models
   latents = np.random.default_rng(7).standard_normal((1, 3, H // 2, W // 2, LATENT), np.float32)
-  plain = _apply(module, variables, latents, "decode", decode_chunk_size=2)
-  remat = _apply(module.clone(remat_policy="full"), variables, latents, "decode",
-                 decode_chunk_size=2)
-  np.testing.assert_allclose(remat, plain, atol=1e-6)
+  out = _apply(module.clone(remat_policy="full"), variables, latents, "decode",
+               decode_chunk_size=2)
+  assert parity.max_abs_error(out, _pipeline_decode(ref, latents, 2)) <= TOL
 
 
 def test_decode_memory_is_bounded_by_the_chunk(models):

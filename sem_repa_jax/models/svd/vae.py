@@ -180,9 +180,7 @@ class TemporalVAE(nn.Module):
     frames = latents.reshape(b * f, *latents.shape[2:]).astype(self.dtype)
     full, rest = divmod(b * f, k)
     parts = []
-    if full == 1:
-      parts.append(self.decoder(frames[None, :k])[0])
-    elif full > 1:
+    if full:
       def body(decoder, carry, chunk):
         return carry, decoder(chunk)
 
