@@ -17,6 +17,7 @@ import dataclasses
 from typing import Any, Optional, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from sem_repa_jax.models.config_fields import from_fields
@@ -189,7 +190,11 @@ class TemporalVAE(nn.Module):
       _, ys = scan(self.decoder, (), chunks)
       parts.append(ys.reshape(full * k, *ys.shape[3:]))
     if rest:
-      parts.append(self.decoder(frames[None, full * k:])[0])
+      start = full * k
+      if parts:
+        start = start + _after(parts[0])
+      remainder = jax.lax.dynamic_slice_in_dim(frames, start, rest, axis=0)
+      parts.append(self.decoder(remainder[None])[0])
     video = jnp.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
     return video.reshape(b, f, *video.shape[1:])
 
@@ -197,6 +202,18 @@ class TemporalVAE(nn.Module):
     """Reconstruction from the posterior mode (used to initialize every parameter)."""
     mean, _ = self.encode(video)
     return self.decode(mean, decode_chunk_size)
+
+
+def _after(x):
+  """An int32 0 or 1 computed from x: a start index of `start + _after(x)` slices the same frames
+  (dynamic_slice clamps it to the last valid start) but only once x exists.
+
+  XLA inlines a one-step scan, and its scheduler then interleaves the remainder's decode with the
+  chunk's (they are independent), holding both at once; XLA:CPU drops lax.optimization_barrier.
+  This data dependency keeps one chunk's activations live at a time (F=14 at chunk 8: 1.6x less).
+  """
+  first = jax.lax.stop_gradient(x.reshape(-1)[0].astype(jnp.float32))
+  return jax.lax.bitcast_convert_type(first, jnp.int32) & 1
 
 
 def build(config: Union[dict, VAEConfig, str] = "svd", dtype="float32", param_dtype="float32",
