@@ -13,6 +13,7 @@ FACTORIES = {
     "t5-encoder": "sem_repa_jax.models.encoders.t5:build_t5_encoder",
     "clip-vision": "sem_repa_jax.models.encoders.clip:build_clip_vision",
     "arcface": "sem_repa_jax.models.encoders.arcface:build_iresnet",
+    "svd-vae": "sem_repa_jax.models.svd.vae:build",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",
     "svd-unet": "sem_repa_jax.models.svd.unet:build",
 }
