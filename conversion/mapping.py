@@ -98,6 +98,14 @@ def conv3d(x):
   return x.transpose(2, 3, 4, 1, 0)
 
 
+def conv3d_over_frames(x):
+  """Conv3d weight (O, I, k, 1, 1), a convolution over frames only -> (k, I, O); another shape
+  passes through unchanged, for the shape check to report."""
+  if x.ndim != 5 or x.shape[3:] != (1, 1):
+    return x
+  return x[:, :, :, 0, 0].transpose(2, 1, 0)
+
+
 def conv1d(x):
   """Conv1d weight OIW -> WIO."""
   return x.transpose(2, 1, 0)

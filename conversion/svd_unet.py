@@ -21,13 +21,6 @@ HELP = ("Stable Video Diffusion (img2vid, img2vid-xt) U-Net from a diffusers fol
 FACTORY = factory_of(KIND)
 
 
-def temporal_kernel(w):
-  """Conv3d (O, I, k, 1, 1) -> (k, I, O); another shape passes through for the shape check."""
-  if w.ndim != 5 or w.shape[3:] != (1, 1):
-    return w
-  return w[:, :, :, 0, 0].transpose(2, 1, 0)
-
-
 def geglu_kernel(w):
   """Linear (2*inner, D) of GEGLU's proj -> (D, 2, inner): value half, then gate half."""
   return mapping.split_axis(w.T, 1, (2, w.shape[0] // 2))
@@ -79,7 +72,7 @@ def _resnet_leaves():
           + [(r"spatial_res_block\." + conv + r"\.weight", r"spatial_res_block/\g<c>/kernel",
               mapping.conv2d),
              (r"temporal_res_block\." + conv + r"\.weight", r"temporal_res_block/\g<c>/kernel",
-              temporal_kernel),
+              mapping.conv3d_over_frames),
              (part + r"\." + conv + r"\.bias", r"\g<part>/\g<c>/bias", mapping.identity),
              (r"time_mixer\.mix_factor", "time_mixer/mix_factor", mapping.identity)]
           + _linear(part + r"\.time_emb_proj", r"\g<part>/time_emb_proj"))

@@ -34,8 +34,8 @@ _PREFIXES = [
 
 
 def conv(w):
-  """Conv2d OIHW -> HWIO, Conv3d OIDHW -> DHWIO."""
-  return mapping.conv3d(w) if w.ndim == 5 else mapping.conv2d(w)
+  """Conv2d OIHW -> HWIO; the temporal Conv3d (O, I, k, 1, 1) -> (k, I, O)."""
+  return mapping.conv3d_over_frames(w) if w.ndim == 5 else mapping.conv2d(w)
 
 
 def _single_head(kernel_axis: int):

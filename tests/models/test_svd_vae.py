@@ -147,7 +147,7 @@ def test_mapping_covers_every_parameter(layers_per_block):
   config = config_from_diffusers(dict(ref.config))
   flat = conv.convert_arrays(DictSource(state), config)
   assert len(flat) == len(state)
-  assert flat["params/decoder/time_conv_out/kernel"].shape == (3, 1, 1, 3, 3)
+  assert flat["params/decoder/time_conv_out/kernel"].shape == (3, 3, 3)   # (frames, in, out)
 
 
 def test_older_attention_names_convert_to_the_same_parameters(models):

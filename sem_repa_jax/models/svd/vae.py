@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from sem_repa_jax.models.config_fields import from_fields
+from sem_repa_jax.models.svd.spatio_temporal_resnet import TemporalConv
 from sem_repa_jax.models.svd.vae_blocks import (NORM_GROUPS, DownEncoderBlock, MidBlock,
-                                                TemporalConv, UpBlockTemporalDecoder)
+                                                UpBlockTemporalDecoder)
 from sem_repa_jax.nn.attention import IMPLEMENTATIONS
 from sem_repa_jax.nn.convs import Conv2D
 from sem_repa_jax.nn.norms import GroupNorm
