@@ -42,20 +42,12 @@ RULES = [Rule(p + leaf, t + target, transform)
          for p, t in _PREFIXES for leaf, target, transform in _LEAVES]
 
 
-def target_shapes(module) -> dict:
-  """Flat {path: shape} of the module's parameters, from shapes only (nothing is computed)."""
-  import jax
-  import jax.numpy as jnp
-  cfg = module.config
-  side = cfg.spatial_compression
-  video = jax.ShapeDtypeStruct((1, 1, side, side, cfg.in_channels), jnp.float32)
-  return mapping.abstract_shapes(module.init, video)
+target_shapes = driver.video_shapes
 
 
 def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint") -> dict:
   """Flat Flax variables from a Source of diffusers tensors; strict (see conversion.mapping)."""
-  module = driver.build(KIND, driver.standard_kwargs(config, "float32"))
-  return mapping.convert(source, RULES, target_shapes(module), dtype=dtype, src_name=src_name)
+  return driver.convert_arrays(KIND, source, config, RULES, target_shapes, dtype, src_name)
 
 
 def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:

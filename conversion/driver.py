@@ -99,3 +99,23 @@ def convert(src: str, dst: str, dtype: str = "float32", *, kind: str, read: Read
     flat = {k: (v if k.startswith(keep_float32) else v.astype(np_dtype)) for k, v in flat.items()}
   return save_converted(dst, kind=kind, module_kwargs=kwargs, flat_variables=flat,
                         source=os.path.abspath(src))
+
+
+def video_shapes(module) -> dict:
+  """Flat {path: shape} of a video VAE's parameters (a module with `config.in_channels` and
+  `config.spatial_compression`), from shapes only: nothing is computed."""
+  import jax
+  import jax.numpy as jnp
+  cfg = module.config
+  side = cfg.spatial_compression
+  video = jax.ShapeDtypeStruct((1, 1, side, side, cfg.in_channels), jnp.float32)
+  return mapping.abstract_shapes(module.init, video)
+
+
+def convert_arrays(kind: str, source, config, rules: list, target_shapes: Callable,
+                   dtype=np.float32, src_name: str = "checkpoint") -> dict:
+  """Flat Flax variables of `kind` from a Source of checkpoint tensors, strictly (the part of
+  `convert` before casting and saving, for benchmarks and tests)."""
+  module = build(kind, standard_kwargs(config, "float32"))
+  return mapping.convert(source, rules, target_shapes(module), dtype=dtype, src_name=src_name)
+

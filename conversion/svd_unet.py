@@ -112,9 +112,7 @@ def target_shapes(module) -> dict:
 
 def convert_arrays(source, config, dtype=np.float32, src_name: str = "checkpoint") -> dict:
   """Flat Flax variables from a Source of diffusers tensor names; strict (conversion.mapping)."""
-  module = driver.build(KIND, driver.standard_kwargs(config, "float32"))
-  return mapping.convert(source, rules(config), target_shapes(module), dtype=dtype,
-                         src_name=src_name)
+  return driver.convert_arrays(KIND, source, config, rules(config), target_shapes, dtype, src_name)
 
 
 def convert(src: str, dst: str, dtype: str = "float32", variant=None) -> str:
