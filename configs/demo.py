@@ -5,7 +5,7 @@ stage 1 (alignment modules) -> stage 2 (fine-tuning the tiny CogVideoX I2V backb
 assets/demo_backbone, pretrained by configs/demo_pretrain.py, with the alignment losses) [-> the
 same stage 2 without them, for comparison] -> sampling from held-out first frames -> evaluation ->
 <workdir>/report.html. Sized for a few minutes on 2 CPU cores. Rerunning reuses every finished
-stage (docs/demo.md).
+stage whose inputs and settings are unchanged (stages.json; docs/demo.md).
 
 Model, diffusion, optimizer and stage fields are those of configs/semrepa.py; the job derives
 each stage's config from this one (data.records, workdirs, the backbone's sample size).
