@@ -51,18 +51,18 @@ def models(tmp_path_factory):
   return ours, ref
 
 
-def _inputs(seed=0):
+def _inputs(seed=0, batch=1):
   r = np.random.default_rng(seed)
-  image = Image.fromarray(r.integers(0, 256, (24, 36, 3), dtype=np.uint8))
-  noise = r.standard_normal((1, FRAMES, H // 2, W // 2, C)).astype(np.float32)
+  images = [Image.fromarray(r.integers(0, 256, (24, 36, 3), dtype=np.uint8)) for _ in range(batch)]
+  noise = r.standard_normal((batch, FRAMES, H // 2, W // 2, C)).astype(np.float32)
   # diffusers' first draw from the generator is the image noise (B, 3, H, W).
-  image_noise = torch.randn((1, 3, H, W), generator=torch.Generator().manual_seed(seed))
-  return image, noise, image_noise
+  image_noise = torch.randn((batch, 3, H, W), generator=torch.Generator().manual_seed(seed))
+  return images if batch > 1 else images[0], noise, image_noise
 
 
 def test_final_latents_and_decode_match_diffusers(models):
   ours, ref = models
-  image, noise, image_noise = _inputs()
+  image, noise, image_noise = _inputs(batch=2)   # two videos: the [uncond, cond] halves of 4
   kw = dict(height=H, width=W, num_frames=FRAMES, num_inference_steps=STEPS,
             min_guidance_scale=1.0, max_guidance_scale=3.0, fps=7, motion_bucket_id=127,
             noise_aug_strength=0.02)
@@ -77,17 +77,17 @@ def test_final_latents_and_decode_match_diffusers(models):
   print(f"SVD pipeline final latents: max abs error {err:.2e} (max |latent| {scale:.2f})")
   assert err <= TOL, err
   # The comparison sees the augmentation noise: without it the latents are far off.
-  other = ours(image, key=jax.random.key(0), latents=noise, image_noise=np.zeros((1, H, W, 3)),
+  other = ours(image, key=jax.random.key(0), latents=noise, image_noise=np.zeros((2, H, W, 3)),
                decode=False, **kw)["latents"]
   assert parity.max_abs_error(other, want) > 100 * TOL
 
-  # Decode at a chunk size that does not divide the frames, from the same final latents.
+  # Decode at a chunk size that does not divide the frames (a chunk spans both videos).
   with torch.no_grad():
     video_ref = ref.decode_latents(torch.from_numpy(want).permute(0, 1, 4, 2, 3), FRAMES, 2)
   video = np.asarray(ours.decode(want, decode_chunk_size=2))
   err_dec = parity.max_abs_error(video, video_ref.permute(0, 2, 3, 4, 1).numpy())
   print(f"SVD pipeline decode (chunk 2): max abs error {err_dec:.2e}")
-  assert video.shape == (1, FRAMES, H, W, 3)
+  assert video.shape == (2, FRAMES, H, W, 3)
   assert err_dec <= 1e-4, err_dec
 
 
