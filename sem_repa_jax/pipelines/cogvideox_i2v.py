@@ -29,6 +29,7 @@ import numpy as np
 
 from sem_repa_jax.diffusion import guidance, samplers, schedules
 from sem_repa_jax.diffusion.parameterization import Preconditioning
+from sem_repa_jax.pipelines.images import preprocess_image  # noqa: F401 (public here too)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,31 +78,6 @@ def latent_frames(settings: SamplingSettings, facts: ModelFacts):
   if facts.patch_size_t is not None and f % facts.patch_size_t:
     extra = facts.patch_size_t - f % facts.patch_size_t
   return f + extra, extra
-
-
-def preprocess_image(image, height: int, width: int) -> np.ndarray:
-  """PIL image, (H, W, 3) uint8, or float in [0, 1] -> (H', W', 3) float32 in [-1, 1].
-
-  PIL and uint8 inputs are resized with PIL Lanczos exactly as diffusers' VaeImageProcessor does;
-  a float array must already have the target size.
-  """
-  from PIL import Image
-  if isinstance(image, Image.Image):
-    image = image.convert("RGB")
-    if image.size != (width, height):
-      image = image.resize((width, height), resample=Image.LANCZOS)
-    arr = np.asarray(image).astype(np.float32) / 255.0
-  else:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-      raise ValueError(f"image of shape {arr.shape}: expected (H, W, 3)")
-    if arr.dtype == np.uint8:
-      return preprocess_image(Image.fromarray(arr), height, width)
-    if arr.shape[:2] != (height, width):
-      raise ValueError(f"float image of size {arr.shape[:2]}: expected ({height}, {width}); pass a "
-                       "PIL image or uint8 array to have it resized")
-    arr = arr.astype(np.float32)
-  return 2.0 * arr - 1.0
 
 
 def to_uint8(video) -> np.ndarray:

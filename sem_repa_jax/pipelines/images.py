@@ -1,10 +1,13 @@
-"""Fitting a user's image to a pipeline's frame size, shared by the image-to-video pipelines.
+"""A user's image as the image-to-video pipelines take it: `preprocess_image` (resize to the frame
+size as diffusers' image processors do, pixels in [-1, 1]) and `fit_to_aspect`.
 
 The pipelines resize their input straight to (height, width) as diffusers does, which stretches an
 image of another aspect ratio. `fit_to_aspect` first brings the image to the target's aspect:
 'crop' (default: the centered largest region of that aspect), 'pad' (the whole image centered on
 black bars) or 'stretch' (nothing: the diffusers behaviour). It says what it did in one line.
 """
+import numpy as np
+
 FITS = ("crop", "pad", "stretch")
 
 
@@ -35,3 +38,28 @@ def fit_to_aspect(image, height: int, width: int, fit: str = "crop"):
   out.paste(image, ((pw - w) // 2, (ph - h) // 2))
   return out, (f"image {w}x{h} padded to {pw}x{ph} with black bars (the {width}:{height} aspect "
                "of the frames)")
+
+
+def preprocess_image(image, height: int, width: int) -> np.ndarray:
+  """PIL image, (H, W, 3) uint8, or float in [0, 1] -> (H', W', 3) float32 in [-1, 1].
+
+  PIL and uint8 inputs are resized with PIL Lanczos exactly as diffusers' VaeImageProcessor does;
+  a float array must already have the target size.
+  """
+  from PIL import Image
+  if isinstance(image, Image.Image):
+    image = image.convert("RGB")
+    if image.size != (width, height):
+      image = image.resize((width, height), resample=Image.LANCZOS)
+    arr = np.asarray(image).astype(np.float32) / 255.0
+  else:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+      raise ValueError(f"image of shape {arr.shape}: expected (H, W, 3)")
+    if arr.dtype == np.uint8:
+      return preprocess_image(Image.fromarray(arr), height, width)
+    if arr.shape[:2] != (height, width):
+      raise ValueError(f"float image of size {arr.shape[:2]}: expected ({height}, {width}); pass a "
+                       "PIL image or uint8 array to have it resized")
+    arr = arr.astype(np.float32)
+  return 2.0 * arr - 1.0

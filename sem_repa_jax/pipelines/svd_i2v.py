@@ -33,7 +33,7 @@ from PIL import Image
 from sem_repa_jax.diffusion import guidance, samplers
 from sem_repa_jax.diffusion.parameterization import Preconditioning
 from sem_repa_jax.models.encoders.clip_preprocess import preprocess_for_clip
-from sem_repa_jax.pipelines.cogvideox_i2v import preprocess_image
+from sem_repa_jax.pipelines.images import preprocess_image
 
 
 @dataclasses.dataclass(frozen=True)
