@@ -9,21 +9,16 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from diffusers import CogVideoXTransformer3DModel
 
 from conversion.__main__ import main as conversion_main
 from sem_repa_jax.models.pretrained import remove_stale_leftovers
-from tests import parity
-from tests.conversion.test_variants import TINY
+from tests.conversion.test_variants import tiny_transformer
 
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory):
-  torch.manual_seed(0)
-  model = parity.randomize(CogVideoXTransformer3DModel(**TINY).eval(), seed=5)
   path = tmp_path_factory.mktemp("dst") / "transformer"
-  model.save_pretrained(str(path))
+  tiny_transformer(path, seed=5)
   return path
 
 

@@ -33,13 +33,19 @@ def test_variant_of_file_names(name, variant):
   assert variant_of(name) == variant
 
 
+def tiny_transformer(folder, seed: int):
+  """A randomized tiny CogVideoX transformer, saved as a diffusers folder at `folder`."""
+  torch.manual_seed(0)
+  model = parity.randomize(CogVideoXTransformer3DModel(**TINY).eval(), seed=seed)
+  model.save_pretrained(str(folder))
+  return model
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
   """A diffusers folder with float32 weights in one file and fp16 weights sharded with an index."""
-  torch.manual_seed(0)
-  model = parity.randomize(CogVideoXTransformer3DModel(**TINY).eval(), seed=3)
   src = tmp_path_factory.mktemp("variants") / "transformer"
-  model.save_pretrained(str(src))
+  model = tiny_transformer(src, seed=3)
   state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
   model.to(torch.float16).save_pretrained(str(src), variant="fp16", max_shard_size="20KB")
   names = sorted(os.listdir(src))
