@@ -13,7 +13,8 @@ setup() {
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -r requirements.txt
   # The package itself, editable: `sem-repa` and `sem-repa-convert` then work from any folder.
-  "$PY" -m pip install -q "setuptools>=64"
+  # setuptools 70.1 carries bdist_wheel itself; a fresh venv's 65.x needs the wheel package for it.
+  "$PY" -m pip install -q "setuptools>=70.1" wheel
   if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$VENV/editable-install.log" 2>&1; then
     cat "$VENV/editable-install.log" >&2
     exit 1
