@@ -27,8 +27,9 @@ from data_pipelines.poses.keypoints import PoseKeypoints
 from sem_repa_jax.models.encoders.face_detect import nms, onnx_session
 
 DETECTOR_FILE, POSE_FILE = "yolox_l.onnx", "dw-ll_ucoco_384.onnx"
-WHERE = ("the DWPose release (https://huggingface.co/yzd-v/DWPose: yolox_l.onnx and "
-         "dw-ll_ucoco_384.onnx); see docs/poses.md")
+WHERE = ("the DWPose release (https://huggingface.co/yzd-v/DWPose) or StableAnimator's "
+         "checkpoints (https://huggingface.co/FrancisRing/StableAnimator, DWPose/); see "
+         "docs/poses.md")
 YOLOX_STRIDES = (8, 16, 32)
 YOLOX_PAD = 114
 RTMPOSE_MEAN = np.array([123.675, 116.28, 103.53])
