@@ -17,16 +17,16 @@ import numpy as np
 
 from data_pipelines import render
 from data_pipelines.layout import ClipEntry, write_manifest
+from data_pipelines.poses.keypoints import BODY_NAMES
 
 IDENTITY_DIM = 32
 MOTIONS = ("walk", "dance", "wave")
 # The typical walking direction: yaw 1.2 rad, mostly across the frame (to the right), the face
 # still turned enough towards the camera to count as visible.
 WALK_YAW = 1.2
-# COCO-18 (OpenPose) order. "right" is the person's right.
-KEYPOINT_NAMES = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow",
-                  "l_wrist", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye",
-                  "l_eye", "r_ear", "l_ear")
+# COCO-18 (OpenPose) order, the pose format's (data_pipelines/poses/keypoints.py; its
+# annotate.synthetic_keypoints turns a clip's keypoints into that format).
+KEYPOINT_NAMES = BODY_NAMES
 _TO_CAM = np.diag([1.0, -1.0, -1.0]).astype(np.float32)   # world -> camera axes (x, -y, -z)
 
 

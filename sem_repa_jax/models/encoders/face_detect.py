@@ -137,17 +137,24 @@ def decode(outputs: Sequence[np.ndarray], input_hw, strides=(8, 16, 32), num_anc
   return Detections(boxes[keep], scores[keep], None if kps is None else kps[keep])
 
 
+def onnx_session(model_file: str, providers: Optional[Sequence[str]], missing: str):
+  """An onnxruntime session of `model_file` (CPU unless `providers` says otherwise); a missing
+  file raises FileNotFoundError("<model_file>: <missing>")."""
+  import onnxruntime
+  if not os.path.isfile(model_file):
+    raise FileNotFoundError(f"{model_file}: {missing}")
+  return onnxruntime.InferenceSession(model_file,
+                                      providers=list(providers or ["CPUExecutionProvider"]))
+
+
 class SCRFD:
   """SCRFD detector on onnxruntime. input_size (width, height) for files with a dynamic input."""
 
   def __init__(self, model_file: str, input_size=(640, 640), nms_threshold: float = 0.4,
                providers: Optional[Sequence[str]] = None):
-    import onnxruntime
-    if not os.path.isfile(model_file):
-      raise FileNotFoundError(f"{model_file}: no SCRFD model file (antelopev2/scrfd_10g_bnkps.onnx "
-                              "or buffalo_l/det_10g.onnx); or give face boxes with GivenFaces")
-    self.session = onnxruntime.InferenceSession(
-        model_file, providers=list(providers or ["CPUExecutionProvider"]))
+    self.session = onnx_session(
+        model_file, providers, "no SCRFD model file (antelopev2/scrfd_10g_bnkps.onnx or "
+        "buffalo_l/det_10g.onnx); or give face boxes with GivenFaces")
     inp = self.session.get_inputs()[0]
     self.input_name = inp.name
     shape = inp.shape
