@@ -1,4 +1,4 @@
-"""Frame metrics for the papers' evaluations: PSNR, SSIM, and depth error against a teacher.
+"""Frame metrics for the papers' evaluations: PSNR, SSIM, L1, and depth error against a teacher.
 
 All functions are jitted JAX, batched over any leading axes (frames, clips): images are
 (..., H, W, C) and depth maps (..., H, W); each returns one value per image, in float32. Average
@@ -10,8 +10,15 @@ gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=L): an
 window with sigma 1.5 (normalized to sum 1), K1 = 0.01, K2 = 0.03, statistics over 'valid' window
 positions only (no padding), the SSIM map averaged per channel, then the channels averaged.
 
+L1 is the mean absolute difference divided by data_range, i.e. on pixels scaled to [0, 1] whatever
+their stored range (see docs/evaluation.md on the papers' L1 columns).
+
+Colour handling: all three compare the RGB channels as given (no conversion to luma Y); SSIM is
+computed per channel and averaged. The evaluate job passes uint8 frames as float with
+data_range=255.
+
 FVD, FID, LPIPS and ID similarity need pretrained networks (I3D, Inception, VGG, ArcFace) and are
-not here; identity scores live in eval/identity.py.
+not here: eval/lpips.py, eval/fid.py, eval/identity.py.
 """
 import functools
 
@@ -46,6 +53,15 @@ def psnr(x, y, *, data_range: float):
   _check_range(data_range)
   mse = jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=(-3, -2, -1))
   return 10.0 * jnp.log10(jnp.float32(data_range) ** 2 / mse)
+
+
+@functools.partial(jax.jit, static_argnames=("data_range",))
+def l1(x, y, *, data_range: float):
+  """Mean absolute error of each image (..., H, W, C) -> (...), in units of data_range."""
+  _check_pair("l1", x, y, 3)
+  _check_range(data_range)
+  diff = jnp.abs(x.astype(jnp.float32) - y.astype(jnp.float32))
+  return jnp.mean(diff, axis=(-3, -2, -1)) / jnp.float32(data_range)
 
 
 def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:

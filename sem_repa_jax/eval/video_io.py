@@ -1,6 +1,7 @@
-"""Report assets from uint8 frames: animated GIFs and PNG strips (frames side by side).
+"""Report assets from uint8 frames: animated GIFs and PNG strips (frames side by side); and reading
+a video stored as a folder of PNG frames (`read_frame_folder`), one of the evaluate job's inputs.
 
-Only what reports need; reading and writing mp4 lives in data_pipelines/video.py. Files are written
+Reading and writing mp4 lives in data_pipelines/video.py. Files are written
 to a temporary name in the target folder and renamed, so a reader never sees half a file.
 """
 import io
@@ -95,3 +96,35 @@ def frame_strip(frames, *, max_frames: Optional[int] = None, gap: int = 2, gap_v
 def write_png(path: str, image) -> str:
   """`png_bytes` written atomically to path."""
   return write_bytes(path, png_bytes(image, name=path))
+
+
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def frame_files(folder: str) -> list:
+  """The image files of a frame folder in frame order (names sorted; 'frame_10' after 'frame_9'
+  when the numbers are not zero-padded)."""
+  import re
+  names = [n for n in os.listdir(folder) if n.lower().endswith(FRAME_SUFFIXES)]
+  key = lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+  return [os.path.join(folder, n) for n in sorted(names, key=key)]
+
+
+def read_frame_folder(folder: str) -> np.ndarray:
+  """A folder of PNG/JPEG frames -> uint8 (F, H, W, 3) RGB; a one-line error naming the folder or
+  file when it is empty, unreadable or its frames differ in size."""
+  from PIL import Image
+  files = frame_files(folder) if os.path.isdir(folder) else None
+  if not files:
+    raise ValueError(f"{folder}: expected a folder of {'/'.join(FRAME_SUFFIXES)} frames; found none")
+  frames = []
+  for path in files:
+    try:
+      with Image.open(path) as im:
+        frames.append(np.asarray(im.convert("RGB")))
+    except OSError as e:
+      raise ValueError(f"{path}: cannot read as an image ({e})") from None
+    if frames[-1].shape != frames[0].shape:
+      raise ValueError(f"{path}: frame of size {frames[-1].shape[:2]}, but {files[0]} is "
+                       f"{frames[0].shape[:2]}")
+  return np.stack(frames)

@@ -16,6 +16,8 @@ FACTORIES = {
     "svd-vae": "sem_repa_jax.models.svd.vae:build",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",
     "svd-unet": "sem_repa_jax.models.svd.unet:build",
+    "lpips": "sem_repa_jax.models.metrics.lpips:build",
+    "fid-inception": "sem_repa_jax.models.metrics.inception:build",
 }
 
 FORMER_FACTORIES = {

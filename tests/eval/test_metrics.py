@@ -121,3 +121,11 @@ def test_depth_alignment_recovers_an_affine_teacher_exactly():
     metrics.depth_errors(pred, target, align="median")
   with pytest.raises(ValueError, match=r"mask of shape \(8, 8\) does not match depth of shape \(2, 8, 8\)"):
     metrics.depth_errors(pred, target, np.ones((8, 8), bool))
+
+
+def test_l1_is_mean_absolute_error_in_units_of_the_range():
+  rng = np.random.default_rng(5)
+  x = rng.integers(0, 256, (2, 3, 8, 9, 3)).astype(np.uint8)
+  y = rng.integers(0, 256, (2, 3, 8, 9, 3)).astype(np.uint8)
+  expected = np.abs(x.astype(np.float64) - y).mean(axis=(-3, -2, -1)) / 255.0   # no uint8 wrap
+  np.testing.assert_allclose(np.asarray(metrics.l1(x, y, data_range=255.0)), expected, rtol=1e-6)

