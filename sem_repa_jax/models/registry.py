@@ -16,6 +16,8 @@ FACTORIES = {
     "svd-vae": "sem_repa_jax.models.svd.vae:build",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",
     "svd-unet": "sem_repa_jax.models.svd.unet:build",
+    "pose-net": "sem_repa_jax.methods.stableanimator.posenet:build",
+    "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
 }
 
 FORMER_FACTORIES = {
