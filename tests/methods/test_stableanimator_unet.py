@@ -20,6 +20,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from conversion import svd_unet as converter
 from conversion.mapping import ConversionError
 from sem_repa_jax.models import load_pretrained
+from sem_repa_jax.models.svd.unet import UNetSpatioTemporalConfig
+from sem_repa_jax.nn.attention_layers import align_distribution
 from tests import parity
 from tests.models.test_svd_unet import TINY, _compiler
 
@@ -174,3 +176,20 @@ def _conversion_error(src, config, dst):
   assert not os.path.exists(dst)
   print(e.value)
   return e.value
+
+
+def test_align_distribution_and_config_checks():
+  """Per row over all other axes, unbiased std, eps on the aligned branch's std; the option needs
+  extra tokens and is one of the known names."""
+  r = np.random.default_rng(0)
+  ip, hs = r.standard_normal((2, 6, 2, 4)), 3.0 + 2.0 * r.standard_normal((2, 6, 2, 4))
+  got = np.asarray(align_distribution(ip.astype(np.float32), hs.astype(np.float32)))
+  flat = lambda a: a.reshape(2, -1)
+  want = ((flat(ip) - flat(ip).mean(1, keepdims=True))
+          * flat(hs).std(1, ddof=1, keepdims=True) / (flat(ip).std(1, ddof=1, keepdims=True) + 1e-5)
+          + flat(hs).mean(1, keepdims=True))
+  np.testing.assert_allclose(flat(got), want, atol=1e-5)
+  with pytest.raises(ValueError, match="needs extra_context_tokens > 0"):
+    UNetSpatioTemporalConfig(**TINY, id_alignment="distribution")
+  with pytest.raises(ValueError, match="id_alignment 'mean'"):
+    UNetSpatioTemporalConfig(**TINY, extra_context_tokens=4, id_alignment="mean")
