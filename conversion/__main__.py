@@ -1,5 +1,8 @@
-"""`python -m conversion <kind> --src SRC --dst DST [--dtype float32|bfloat16] [--variant fp16]`."""
+"""`python -m conversion <kind> --src SRC --dst DST [--dtype float32|bfloat16] [--variant fp16]
+[--config CONFIG]` (--config: for kinds whose single-file sources carry no config, e.g. svd-unet
+from StableAnimator's unet.pth)."""
 import argparse
+import inspect
 import sys
 
 from conversion import available_kinds
@@ -20,9 +23,15 @@ def main(argv=None) -> int:
     p.add_argument("--variant", default=None,
                    help="weights variant of a diffusers/transformers folder, e.g. fp16 for "
                         "*.fp16.safetensors (default: the files without one)")
+    if "config" in inspect.signature(mod.convert).parameters:
+      p.add_argument("--config", default=None,
+                     help="model folder or config.json describing SRC when SRC is one file "
+                          "without its config (e.g. a .pth state dict)")
   args = parser.parse_args(argv)
+  extra = {"config": args.config} if getattr(args, "config", None) is not None else {}
   try:
-    dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype, variant=args.variant)
+    dst = kinds[args.kind].convert(args.src, args.dst, dtype=args.dtype, variant=args.variant,
+                                   **extra)
   except (ConversionError, CheckpointError, OSError, ValueError) as e:
     # What a user can cause (a path, a file, a checkpoint that does not fit): one line, exit 2,
     # as `python -m sem_repa_jax.main` reports them.

@@ -61,6 +61,22 @@ def folder(config_from: Callable[[dict], Any], *, model_types: tuple[str, ...] =
   return read
 
 
+def state_dict_file(config_from: Callable[[dict, str], Any], *, expected: str = "") -> Reader:
+  """A Reader of one torch.save'd state dict (.pth, read by conversion.torch_io): the config is
+  inferred from the tensors' shapes by `config_from(arrays, src)`, which raises ConversionError
+  naming what it could not infer; `expected` says in errors what file was expected."""
+
+  def read(src: str, variant: Optional[str] = None):
+    if variant is not None:
+      raise ValueError(f"--variant {variant!r}: {src} is one state dict file ({expected}), which "
+                       "has no variants")
+    from conversion.torch_io import read_state_dict
+    arrays = read_state_dict(src)
+    return mapping.DictSource(arrays), config_from(arrays, src)
+
+  return read
+
+
 def check_destination(src: str, dst: str) -> None:
   """Before any work: DST may not be SRC, lie inside it or contain it, and must be new, empty or
   an earlier conversion (never a folder of the user's, which the atomic replace would delete)."""

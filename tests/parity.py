@@ -62,11 +62,13 @@ def randomize(model: torch.nn.Module, seed: int = 0, *, norms_only: bool = False
   return model
 
 
-def convert(kind: str, src, dst, dtype: str = "float32", variant: str | None = None) -> str:
-  """`python -m conversion KIND --src SRC --dst DST --dtype DTYPE [--variant V]`, in this process;
-  returns DST."""
+def convert(kind: str, src, dst, dtype: str = "float32", variant: str | None = None,
+            config=None) -> str:
+  """`python -m conversion KIND --src SRC --dst DST --dtype DTYPE [--variant V] [--config C]`, in
+  this process; returns DST."""
   err = io.StringIO()
-  extra = ["--variant", variant] if variant else []
+  extra = (["--variant", variant] if variant else []) + (["--config", str(config)] if config
+                                                          else [])
   with contextlib.redirect_stderr(err):
     rc = conversion_main([kind, "--src", str(src), "--dst", str(dst), "--dtype", dtype] + extra)
   assert rc == 0, f"python -m conversion {kind} --src {src} failed: {err.getvalue()}"

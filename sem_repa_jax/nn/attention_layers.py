@@ -4,7 +4,9 @@ One module covers the self- and cross-attention of every backbone, with the hook
 built in (design.md: no processor swapping at run time):
 - extra context groups (decoupled cross-attention, IP-Adapter and StableAnimator's ID adapter):
   group g has its own to_k_g / to_v_g; the layer's queries attend to each group separately and
-  the outputs are added, attn(q, k, v) + sum_g scale_g * attn(q, k_g, v_g), before to_out;
+  the outputs are added, attn(q, k, v) + sum_g scale_g * attn(q, k_g, v_g), before to_out; with
+  extra_alignment 'distribution' each group's output is first given the mean and standard
+  deviation of the main output (`align_distribution`, StableAnimator's distribution-aware adapter);
 - reference tokens (VividPose's ReferenceNet): hidden states joined to the key/value input and
   projected by this layer's own to_k / to_v, so the spatial self-attention also sees the reference;
 - injected k/v: keys and values already projected, (B, L', heads, head_dim), concatenated to the
@@ -23,6 +25,22 @@ from sem_repa_jax.nn.embeddings import apply_rotary_emb
 from sem_repa_jax.nn.norms import LayerNorm
 
 HEAD_AXES = ("batch", "length", "heads", "kv")
+EXTRA_ALIGNMENTS = ("none", "distribution")
+
+
+def align_distribution(o_extra, o_main, eps: float = 1e-5):
+  """StableAnimator's alignment of an extra group's attention output (B, L, heads, head_dim) to the
+  main one: per batch row over all tokens and channels jointly, unbiased standard deviations,
+  (o_extra - mean_e) * std_main / (std_e + eps) + mean_main. Statistics in float32.
+
+  With a zero main output (one zero CLIP key: softmax 1, bias-free to_v) the result is exactly 0.
+  """
+  axes = tuple(range(1, o_main.ndim))
+  e, m = o_extra.astype(jnp.float32), o_main.astype(jnp.float32)
+  mean_e, mean_m = jnp.mean(e, axes, keepdims=True), jnp.mean(m, axes, keepdims=True)
+  std_e = jnp.std(e, axes, keepdims=True, ddof=1)
+  std_m = jnp.std(m, axes, keepdims=True, ddof=1)
+  return ((e - mean_e) * (std_m / (std_e + eps)) + mean_m).astype(o_extra.dtype)
 
 
 class Attention(nn.Module):
@@ -33,7 +51,8 @@ class Attention(nn.Module):
   the keys of x / context; reference and injected keys are not rotated. mask: boolean,
   broadcastable to (B, heads, L, keys), over the joined keys, main attention only.
   extra_context: {group: (B, T_g, D_g)} for every name in extra_groups; extra_scale: one float or
-  {group: float}.
+  {group: float}. extra_alignment 'distribution': each group's output is `align_distribution`ed
+  to the main output before it is scaled and added (per row of the batch: per frame in SVD).
   """
   heads: int
   head_dim: int
@@ -43,6 +62,7 @@ class Attention(nn.Module):
   qk_norm: bool = False            # LayerNorm over head_dim on q and k (norm_q, norm_k)
   qk_norm_eps: float = 1e-6
   extra_groups: Sequence[str] = ()
+  extra_alignment: str = "none"    # one of EXTRA_ALIGNMENTS
   implementation: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -67,6 +87,9 @@ class Attention(nn.Module):
                reference=None, injected_kv: Optional[Tuple[Any, Any]] = None):
     if x.ndim != 3:
       raise ValueError(f"Attention takes tokens (B, L, D), got {x.shape}")
+    if self.extra_alignment not in EXTRA_ALIGNMENTS:
+      raise ValueError(f"Attention: extra_alignment {self.extra_alignment!r}, expected one of "
+                       f"{EXTRA_ALIGNMENTS}")
     extra_context = dict(extra_context or {})
     if set(extra_context) != set(self.extra_groups):
       raise ValueError(f"Attention: extra_context has groups {sorted(extra_context)}, this layer "
@@ -85,11 +108,13 @@ class Attention(nn.Module):
       k = jnp.concatenate([k, injected_kv[0].astype(k.dtype)], axis=1)
       v = jnp.concatenate([v, injected_kv[1].astype(v.dtype)], axis=1)
     q = nn.with_logical_constraint(q, HEAD_AXES)
-    o = self._attend(q, k, v, mask)
+    o = main = self._attend(q, k, v, mask)
     for g in self.extra_groups:
       scale = extra_scale[g] if isinstance(extra_scale, Mapping) else extra_scale
       c = extra_context[g]
       og = self._attend(q, self._proj(f"to_k_{g}", False)(c), self._proj(f"to_v_{g}", False)(c))
+      if self.extra_alignment == "distribution":
+        og = align_distribution(og, main)
       o = o + jnp.asarray(scale, o.dtype) * og
     o = nn.with_logical_constraint(o, HEAD_AXES)
     return dense(self.out_features or x.shape[-1], ("heads", "kv", "embed"), "to_out", self.dtype,

@@ -10,8 +10,9 @@ The frame position embedding (an MLP of the sinusoid of the frame index) enters 
 only. Context: the spatial cross-attention (attn2) of every frame sees the whole context; with
 `extra_context_tokens` N > 0 its last N tokens form the extra group 'id' that attn2 projects with
 its own to_k_id / to_v_id (StableAnimator's ID adapter: the output of that group is added to the
-main one before to_out). The temporal cross-attention sees the main tokens only (all of them when
-N = 0, as diffusers).
+main one before to_out; with id_alignment 'distribution' it is first aligned per frame to the
+main output's mean and std, nn.attention_layers.align_distribution). The temporal
+cross-attention sees the main tokens only (all of them when N = 0, as diffusers).
 """
 from typing import Any, Optional
 
@@ -60,9 +61,11 @@ class BasicTransformerBlock(nn.Module):
   attention: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  extra_alignment: str = "none"
 
   def _attention(self, name, extra_groups=()):
     return Attention(self.heads, self.head_dim, extra_groups=extra_groups,
+                     extra_alignment=self.extra_alignment if extra_groups else "none",
                      implementation=self.attention, dtype=self.dtype,
                      param_dtype=self.param_dtype, name=name)
 
@@ -99,6 +102,7 @@ class TransformerSpatioTemporalModel(nn.Module):
   attention: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  id_alignment: str = "none"       # nn.attention_layers.EXTRA_ALIGNMENTS
 
   @nn.compact
   def __call__(self, x, context, image_only_indicator):
@@ -129,7 +133,8 @@ class TransformerSpatioTemporalModel(nn.Module):
                          name="time_mixer")
     for i in range(self.num_layers):
       y = BasicTransformerBlock(self.heads, c // self.heads, groups, self.attention, self.dtype,
-                                self.param_dtype, name=f"transformer_blocks_{i}")(
+                                self.param_dtype, self.id_alignment,
+                                name=f"transformer_blocks_{i}")(
           y, spatial_ctx, extra)
       m = y.reshape(b, f, h * w, c) + frame_pos[None, :, None, :]
       m = m.transpose(0, 2, 1, 3).reshape(b * h * w, f, c)

@@ -11,7 +11,9 @@ through `UNetSpatioTemporalConfig` (field names are diffusers' config.json keys)
 Two hooks for StableAnimator, both absent by default, where the module is exactly diffusers':
 `pose_features` (B, F, h, w, block_out_channels[0]) is added to the output of conv_in (its PoseNet),
 and `extra_context_tokens` N > 0 makes the last N context tokens the 'id' group of every spatial
-cross-attention, projected by its own to_k_id / to_v_id (transformer_temporal.py).
+cross-attention, projected by its own to_k_id / to_v_id (transformer_temporal.py); `id_alignment`
+'distribution' aligns that group's output per frame to the main one's mean and std first
+(StableAnimator's distribution-aware ID adapter).
 """
 import dataclasses
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 from sem_repa_jax.models.config_fields import from_fields
 from sem_repa_jax.models.svd.unet_blocks import DownBlock, MidBlock, UpBlock
 from sem_repa_jax.nn.attention import IMPLEMENTATIONS
+from sem_repa_jax.nn.attention_layers import EXTRA_ALIGNMENTS
 from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
 from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
 from sem_repa_jax.nn.norms import GroupNorm
@@ -52,6 +55,7 @@ class UNetSpatioTemporalConfig:
   num_attention_heads: Any = (5, 10, 20, 20)
   num_frames: int = 25        # recorded by diffusers; the forward takes any frame count
   extra_context_tokens: int = 0   # not diffusers': StableAnimator's face tokens
+  id_alignment: str = "none"      # not diffusers': 'distribution' is StableAnimator's ID adapter
 
   def __post_init__(self):
     n = len(self.block_out_channels)
@@ -93,6 +97,11 @@ class UNetSpatioTemporalConfig:
                       f"addition_time_embed_dim {self.addition_time_embed_dim}")
     if self.extra_context_tokens < 0:
       problems.append(f"extra_context_tokens {self.extra_context_tokens} < 0")
+    if self.id_alignment not in EXTRA_ALIGNMENTS:
+      problems.append(f"id_alignment {self.id_alignment!r}: expected one of {EXTRA_ALIGNMENTS}")
+    elif self.id_alignment != "none" and self.extra_context_tokens == 0:
+      problems.append(f"id_alignment {self.id_alignment!r} aligns the extra context tokens' "
+                      "branch: it needs extra_context_tokens > 0")
     if problems:
       raise ValueError("SVD U-Net config not supported: " + "; ".join(problems))
 
@@ -110,14 +119,16 @@ PRESETS = {
 
 def config_from_diffusers(cfg: dict, **overrides) -> UNetSpatioTemporalConfig:
   """A diffusers unet config.json dict (keys starting with '_' are metadata) -> the config;
-  unknown keys are an error. overrides: this port's own fields (extra_context_tokens)."""
+  unknown keys are an error. overrides: this port's own fields (extra_context_tokens,
+  id_alignment)."""
   name = cfg.get("_class_name", "UNetSpatioTemporalConditionModel")
   if name != "UNetSpatioTemporalConditionModel":
     raise ValueError(f"_class_name {name!r}, expected 'UNetSpatioTemporalConditionModel' (the "
                      "unet/ folder of a Stable Video Diffusion repository)")
   values = {k: v for k, v in cfg.items() if not k.startswith("_")}
-  if "extra_context_tokens" in values:
-    raise ValueError("extra_context_tokens is not a diffusers key; pass it as an override")
+  for own in ("extra_context_tokens", "id_alignment"):
+    if own in values:
+      raise ValueError(f"{own} is not a diffusers key; pass it as an override")
   return from_fields(UNetSpatioTemporalConfig, {**values, **overrides}, "diffusers SVD U-Net")
 
 
@@ -174,7 +185,8 @@ class UNetSpatioTemporal(nn.Module):
     context = encoder_hidden_states.astype(self.dtype)
     indicator = (jnp.zeros((b, f), self.dtype) if image_only_indicator is None
                  else jnp.asarray(image_only_indicator))
-    common = dict(extra_context_tokens=c.extra_context_tokens, attention=self.attention,
+    common = dict(extra_context_tokens=c.extra_context_tokens, id_alignment=c.id_alignment,
+                  attention=self.attention,
                   remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype)
 
     x = Conv2D(c0, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype, name="conv_in")(sample)

@@ -49,6 +49,7 @@ class _Block(nn.Module):
   remat_policy: str = "none"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  id_alignment: str = "none"
 
   def resnet(self, name, x, temb, indicator):
     cls = remat(SpatioTemporalResBlock, self.remat_policy)
@@ -58,7 +59,7 @@ class _Block(nn.Module):
   def transformer(self, name, x, context, indicator):
     cls = remat(TransformerSpatioTemporalModel, self.remat_policy)
     return cls(self.heads, self.transformer_layers, self.extra_context_tokens, self.attention,
-               self.dtype, self.param_dtype, name=name)(x, context, indicator)
+               self.dtype, self.param_dtype, self.id_alignment, name=name)(x, context, indicator)
 
 
 class DownBlock(_Block):
