@@ -16,6 +16,7 @@ FACTORIES = {
     "svd-vae": "sem_repa_jax.models.svd.vae:build",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",
     "svd-unet": "sem_repa_jax.models.svd.unet:build",
+    "sd-unet": "sem_repa_jax.models.sd.unet:build",
 }
 
 FORMER_FACTORIES = {
