@@ -7,7 +7,8 @@ conversion.driver. `python -m conversion <kind> --src SRC --dst DST [--dtype]`.
 import importlib
 import pkgutil
 
-_INFRA = {"driver", "mapping", "writer", "safetensors_io", "torch_io", "pickle_io"}
+_INFRA = {"driver", "mapping", "writer", "safetensors_io", "torch_io", "pickle_io",
+          "unet_rules"}
 
 
 def available_kinds() -> dict:

@@ -1,13 +1,11 @@
 """svd-unet: a diffusers UNetSpatioTemporalConditionModel folder (the unet/ of Stable Video
 Diffusion img2vid or img2vid-xt) -> sem_repa_jax UNetSpatioTemporal (Orbax).
 
-Paths mirror diffusers' module names (down_blocks.0.resnets.1 -> down_blocks_0/resnets_1, GroupNorm
-and LayerNorm weight -> scale, downsamplers.0.conv -> downsampler, to_out.0 -> to_out,
-ff.net.0.proj / ff.net.2 -> ff/proj_in / ff/proj_out). Layouts: q/k/v (heads*hd, D) -> (D, heads,
-hd) and to_out -> (heads, hd, D), with the heads of each block; GEGLU's proj (2*inner, D) ->
-(D, 2, inner); 2D convolutions OIHW -> HWIO; the temporal ResNet's Conv3d (O, I, 3, 1, 1) ->
-(3, I, O). StableAnimator's `attn2.processor.id_to_{k,v}` map to attn2/to_{k,v}_id of a model
-built with extra_context_tokens.
+Paths and layouts are those of every diffusers U-Net (conversion/unet_rules.py); of its own the SVD
+U-Net has the temporal ResNet, whose Conv3d (O, I, 3, 1, 1) -> (3, I, O), the temporal transformer
+blocks (norm_in, ff_in), the frame position MLP and the AlphaBlender mix factors.
+StableAnimator's `attn2.processor.id_to_{k,v}` map to attn2/to_{k,v}_id of a model built with
+extra_context_tokens.
 
 SRC may also be StableAnimator's `unet.pth` (a torch state dict in diffusers names plus the ID
 adapter's id_to_k / id_to_v of every spatial cross-attention), with --config naming the SVD unet
@@ -19,7 +17,7 @@ import os
 
 import numpy as np
 
-from conversion import driver, mapping
+from conversion import driver, mapping, unet_rules
 from conversion.mapping import ConversionError, DictSource, Rule
 from conversion.safetensors_io import CheckpointError
 from sem_repa_jax.models.registry import factory_of
@@ -33,87 +31,28 @@ FACTORY = factory_of(KIND)
 STABLEANIMATOR = dict(extra_context_tokens=4, id_alignment="distribution")
 
 
-def geglu_kernel(w):
-  """Linear (2*inner, D) of GEGLU's proj -> (D, 2, inner): value half, then gate half."""
-  return mapping.split_axis(w.T, 1, (2, w.shape[0] // 2))
-
-
-def geglu_bias(b):
-  return mapping.split_axis(b, 0, (2, b.shape[0] // 2))
-
-
-def _norm(name_re, target):
-  return [(name_re + r"\.weight", target + "/scale", mapping.identity),
-          (name_re + r"\.bias", target + "/bias", mapping.identity)]
-
-
-def _linear(name_re, target, kernel=mapping.linear, bias=mapping.identity):
-  return [(name_re + r"\.weight", target + "/kernel", kernel),
-          (name_re + r"\.bias", target + "/bias", bias)]
-
-
-def _attention_leaves(heads: int):
-  def qkv(w):   # (heads*hd, D) -> (D, heads, hd)
-    return mapping.split_axis(w.T, 1, (heads, w.shape[0] // heads))
-
-  def to_out(w):   # (D, heads*hd) -> (heads, hd, D)
-    return mapping.split_axis(w.T, 0, (heads, w.shape[1] // heads))
-
-  a = r"(?P<attn>attn[12])"
-  return ([(a + r"\.(?P<p>to_[qkv])\.weight", r"\g<attn>/\g<p>/kernel", qkv),
-           (r"attn2\.processor\.id_(?P<p>to_[kv])\.weight", r"attn2/\g<p>_id/kernel", qkv)]
-          + _linear(a + r"\.to_out\.0", r"\g<attn>/to_out", to_out))
-
-
 def _transformer_leaves(heads: int):
-  blk = (r"(?P<tb>transformer_blocks|temporal_transformer_blocks)\.(?P<t>\d+)\.",
-         r"\g<tb>_\g<t>/")
-  inner = (_norm(r"(?P<n>norm_in|norm[123])", r"\g<n>") + _attention_leaves(heads)
-           + _linear(r"(?P<ff>ff|ff_in)\.net\.0\.proj", r"\g<ff>/proj_in", geglu_kernel, geglu_bias)
-           + _linear(r"(?P<ff>ff|ff_in)\.net\.2", r"\g<ff>/proj_out"))
-  return (_norm("norm", "norm") + _linear(r"(?P<pr>proj_in|proj_out)", r"\g<pr>")
-          + _linear(r"time_pos_embed\.(?P<l>linear_[12])", r"time_pos_embed/\g<l>")
-          + [(r"time_mixer\.mix_factor", "time_mixer/mix_factor", mapping.identity)]
-          + [(blk[0] + s, blk[1] + t, f) for s, t, f in inner])
+  blocks = unet_rules.transformer_block_leaves(
+      heads, "transformer_blocks|temporal_transformer_blocks", "norm_in|norm[123]", "ff|ff_in",
+      extra=[(r"attn2\.processor\.id_(?P<p>to_[kv])\.weight", r"attn2/\g<p>_id/kernel",
+              unet_rules.qkv_kernel(heads))])
+  return (unet_rules.norm("norm", "norm")
+          + unet_rules.linear(r"(?P<pr>proj_in|proj_out)", r"\g<pr>")
+          + unet_rules.linear(r"time_pos_embed\.(?P<l>linear_[12])", r"time_pos_embed/\g<l>")
+          + [(r"time_mixer\.mix_factor", "time_mixer/mix_factor", mapping.identity)] + blocks)
 
 
-def _resnet_leaves():
-  part = r"(?P<part>spatial_res_block|temporal_res_block)"
-  conv = r"(?P<c>conv1|conv2|conv_shortcut)"
-  return (_norm(part + r"\.(?P<n>norm[12])", r"\g<part>/\g<n>")
-          + [(r"spatial_res_block\." + conv + r"\.weight", r"spatial_res_block/\g<c>/kernel",
-              mapping.conv2d),
-             (r"temporal_res_block\." + conv + r"\.weight", r"temporal_res_block/\g<c>/kernel",
-              mapping.conv3d_over_frames),
-             (part + r"\." + conv + r"\.bias", r"\g<part>/\g<c>/bias", mapping.identity),
-             (r"time_mixer\.mix_factor", "time_mixer/mix_factor", mapping.identity)]
-          + _linear(part + r"\.time_emb_proj", r"\g<part>/time_emb_proj"))
-
-
-def _block_rules(src: str, dst: str, heads: int) -> list[Rule]:
-  leaves = ([(r"resnets\.(?P<r>\d+)\." + s, r"resnets_\g<r>/" + t, f)
-             for s, t, f in _resnet_leaves()]
-            + [(r"attentions\.(?P<a>\d+)\." + s, r"attentions_\g<a>/" + t, f)
-               for s, t, f in _transformer_leaves(heads)]
-            + _linear(r"(?P<s>down|up)samplers\.0\.conv", r"\g<s>sampler", mapping.conv2d))
-  return [Rule(src + s, dst + t, f) for s, t, f in leaves]
+_RESNET = (unet_rules.prefixed(r"spatial_res_block\.", "spatial_res_block/",
+                               unet_rules.resnet_leaves())
+           + unet_rules.prefixed(r"temporal_res_block\.", "temporal_res_block/",
+                                 unet_rules.resnet_leaves(mapping.conv3d_over_frames))
+           + [(r"time_mixer\.mix_factor", "time_mixer/mix_factor", mapping.identity)])
 
 
 def rules(config) -> list[Rule]:
   """Source name patterns -> Flax paths for one config (the heads of each block shape q/k/v)."""
-  c = config
-  n = len(c.block_out_channels)
-  top = (_linear(r"(?P<c>conv_in|conv_out)", r"params/\g<c>", mapping.conv2d)
-         + _norm("conv_norm_out", "params/conv_norm_out")
-         + _linear(r"(?P<e>time_embedding|add_embedding)\.(?P<l>linear_[12])",
-                   r"params/\g<e>/\g<l>"))
-  out = [Rule(s, t, f) for s, t, f in top]
-  for i in range(n):
-    out += _block_rules(rf"down_blocks\.{i}\.", f"params/down_blocks_{i}/",
-                        c.num_attention_heads[i])
-    out += _block_rules(rf"up_blocks\.{i}\.", f"params/up_blocks_{i}/",
-                        c.num_attention_heads[n - 1 - i])
-  return out + _block_rules(r"mid_block\.", "params/mid_block/", c.num_attention_heads[-1])
+  return unet_rules.unet_rules(config.num_attention_heads, _RESNET, _transformer_leaves,
+                               "time_embedding|add_embedding")
 
 
 def target_shapes(module) -> dict:

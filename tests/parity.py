@@ -6,7 +6,8 @@ in the user's format (`save_pretrained` folders, possibly sharded with an index;
 edited state dicts; .pth and .onnx files), converts it with `convert` (the `python -m conversion`
 entry point, in process), loads the result with `load_pretrained` and compares with its tolerance.
 `edited_copy` + `conversion_error` are the scaffold of the tests that corrupt a checkpoint and read
-the error; `ShapeSource` checks the mapping of a full-size model built on the meta device.
+the error; `ShapeSource` checks the mapping of a full-size model built on the meta device;
+`lower_on_mesh` lowers a model under logical sharding rules on a 2 x 2 x 2 mesh.
 """
 import contextlib
 import io
@@ -148,3 +149,18 @@ class ShapeSource:
 
 def max_abs_error(got, want) -> float:
   return float(np.abs(np.asarray(got, np.float32) - np.asarray(want, np.float32)).max())
+
+
+def lower_on_mesh(module, variables, args, rules) -> tuple:
+  """(parameter shardings, HLO text) of `module.apply(variables, *args)` lowered (not compiled)
+  on a ('data', 'fsdp', 'tensor') = 2 x 2 x 2 mesh of the first 8 devices under logical `rules`:
+  lowering checks that every activation constraint has the rank its names say."""
+  import flax.linen as nn
+  import jax
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):   # `with mesh:` drops the constraints
+    abstract = jax.eval_shape(module.init, jax.random.key(0), *args)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    sharded = jax.tree_util.tree_map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), variables, shardings)
+    return shardings, jax.jit(module.apply).lower(sharded, *args).as_text()

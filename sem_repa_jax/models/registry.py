@@ -20,6 +20,7 @@ FACTORIES = {
     "fid-inception": "sem_repa_jax.models.metrics.inception:build",
     "pose-net": "sem_repa_jax.methods.stableanimator.posenet:build",
     "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
+    "sd-unet": "sem_repa_jax.models.sd.unet:build",
 }
 
 FORMER_FACTORIES = {

@@ -13,6 +13,12 @@ import jax.numpy as jnp
 from sem_repa_jax.nn.partitioning import param
 
 VIDEO_AXES = ("batch", "frames", "height", "width", "channels")
+IMAGE_AXES = ("batch", "height", "width", "channels")
+
+
+def spatial_axes(x):
+  """The logical axis names of a channels-last image (B, H, W, C) or video (B, F, H, W, C)."""
+  return VIDEO_AXES if x.ndim == 5 else IMAGE_AXES
 Padding = Union[int, Sequence[tuple]]
 
 

@@ -269,17 +269,10 @@ def test_logical_axes_lower_on_a_mesh(converted):
   activation constraint has the rank its names say (lowering checks it; compiling the sharded
   program would triple this file's time, and its numbers are GSPMD's, not this module's)."""
   module, variables = converted[2:4]
-  mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]).reshape(2, 2, 2), ("data", "fsdp", "tensor"))
   rules = (("batch", "data"), ("embed", "fsdp"), ("heads", "tensor"), ("mlp", "tensor"),
            ("conv_out", "tensor"), ("conv_in", None), ("kv", None), ("length", None),
            ("frames", None), ("height", None), ("width", None), ("channels", None))
-  args = _inputs(*SHAPES[0], seed=5)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):   # `with mesh:` drops the constraints
-    abstract = jax.eval_shape(module.init, jax.random.key(0), *args)
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
-    attn = shardings["params"]["mid_block"]["attentions_0"]["transformer_blocks_0"]["attn1"]
-    assert attn["to_q"]["kernel"].spec == P("fsdp", "tensor", None)
-    sharded = jax.tree_util.tree_map(
-        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), variables, shardings)
-    hlo = jax.jit(module.apply).lower(sharded, *args).as_text()
+  shardings, hlo = parity.lower_on_mesh(module, variables, _inputs(*SHAPES[0], seed=5), rules)
+  attn = shardings["params"]["mid_block"]["attentions_0"]["transformer_blocks_0"]["attn1"]
+  assert attn["to_q"]["kernel"].spec == P("fsdp", "tensor", None)
   assert hlo.count("sdy.sharding_constraint") >= 100   # activations (VIDEO_AXES, tokens, heads)

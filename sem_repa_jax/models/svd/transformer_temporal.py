@@ -13,6 +13,8 @@ its own to_k_id / to_v_id (StableAnimator's ID adapter: the output of that group
 main one before to_out; with id_alignment 'distribution' it is first aligned per frame to the
 main output's mean and std, nn.attention_layers.align_distribution). The temporal
 cross-attention sees the main tokens only (all of them when N = 0, as diffusers).
+The spatial BasicTransformerBlock (also the SD U-Net's, models/sd) sows its self-attention's input
+norm1(x) into the 'intermediates' collection: what a ReferenceNet hands over (VividPose).
 """
 from typing import Any, Optional
 
@@ -27,6 +29,8 @@ from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
 from sem_repa_jax.nn.norms import GroupNorm, LayerNorm
 
 EXTRA_GROUP = "id"
+INTERMEDIATES = "intermediates"   # the collection BasicTransformerBlock sows ATTN1_INPUT into
+ATTN1_INPUT = "attn1_input"
 TOKEN_AXES = ("batch", "length", "embed")
 
 
@@ -70,16 +74,22 @@ class BasicTransformerBlock(nn.Module):
                      param_dtype=self.param_dtype, name=name)
 
   def _attend_and_feed(self, x, context, extra_context):
-    x = x + self._attention("attn1")(_layer_norm(self, "norm1")(x))
+    """-> (x, the self-attention's input norm1(x))."""
+    h = _layer_norm(self, "norm1")(x)
+    x = x + self._attention("attn1")(h)
     x = x + self._attention("attn2", self.extra_groups)(_layer_norm(self, "norm2")(x), context,
                                                         extra_context=extra_context)
     x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
                              name="ff")(_layer_norm(self, "norm3")(x))
-    return nn.with_logical_constraint(x, TOKEN_AXES)
+    return nn.with_logical_constraint(x, TOKEN_AXES), h
 
   @nn.compact
   def __call__(self, x, context, extra_context=None):
-    return self._attend_and_feed(x, context, extra_context)
+    x, h = self._attend_and_feed(x, context, extra_context)
+    # What a ReferenceNet hands to the denoiser's spatial self-attention (VividPose, models/sd):
+    # kept only when the caller makes the collection mutable, a no-op otherwise.
+    self.sow(INTERMEDIATES, ATTN1_INPUT, h)
+    return x
 
 
 class TemporalBasicTransformerBlock(BasicTransformerBlock):
@@ -90,7 +100,7 @@ class TemporalBasicTransformerBlock(BasicTransformerBlock):
   def __call__(self, x, context, extra_context=None):
     x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
                              name="ff_in")(_layer_norm(self, "norm_in")(x))
-    return self._attend_and_feed(x, context, None)
+    return self._attend_and_feed(x, context, None)[0]
 
 
 class TransformerSpatioTemporalModel(nn.Module):

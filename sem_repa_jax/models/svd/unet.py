@@ -22,14 +22,13 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from sem_repa_jax.models.config_fields import from_fields
-from sem_repa_jax.models.svd.unet_blocks import DownBlock, MidBlock, UpBlock
-from sem_repa_jax.nn.attention import IMPLEMENTATIONS
+from sem_repa_jax.models.config_fields import (check_attention_and_remat, from_fields,
+                                              unet_block_problems)
+from sem_repa_jax.models.svd.unet_blocks import DownBlock, MidBlock, UpBlock, through_levels
 from sem_repa_jax.nn.attention_layers import EXTRA_ALIGNMENTS
 from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
 from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
 from sem_repa_jax.nn.norms import GroupNorm
-from sem_repa_jax.nn.stacking import REMAT_POLICIES
 
 DOWN_BLOCKS = ("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal")
 UP_BLOCKS = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
@@ -58,32 +57,8 @@ class UNetSpatioTemporalConfig:
   id_alignment: str = "none"      # not diffusers': 'distribution' is StableAnimator's ID adapter
 
   def __post_init__(self):
-    n = len(self.block_out_channels)
-    set_ = lambda k, v: object.__setattr__(self, k, v)
-    for k in ("down_block_types", "up_block_types"):
-      set_(k, tuple(getattr(self, k)))
-    set_("block_out_channels", tuple(int(c) for c in self.block_out_channels))
-    problems = []
-    for k in _PER_BLOCK:
-      v = getattr(self, k)
-      if isinstance(v, int):
-        v = (v,) * n
-      v = tuple(v)
-      if not all(isinstance(e, int) for e in v):
-        problems.append(f"{k} {list(v)}: only integers per block are ported (not per-layer lists)")
-      elif len(v) != n:
-        problems.append(f"{k} has {len(v)} entries for {n} blocks")
-      set_(k, v)
-    for k, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
-      unknown = [t for t in getattr(self, k) if t not in known]
-      if unknown:
-        problems.append(f"{k} {unknown}: ported are {list(known)}")
-      if len(getattr(self, k)) != n:
-        problems.append(f"{k} has {len(getattr(self, k))} entries for {n} blocks")
-    odd = [c for c in self.block_out_channels if c % NORM_GROUPS]
-    if odd:
-      problems.append(f"block_out_channels {odd} are not multiples of the {NORM_GROUPS} "
-                      "GroupNorm groups")
+    problems = unet_block_problems(self, _PER_BLOCK, {"down_block_types": DOWN_BLOCKS,
+                                                      "up_block_types": UP_BLOCKS}, NORM_GROUPS)
     if not problems:
       heads = [(c, h) for c, h in zip(self.block_out_channels, self.num_attention_heads) if c % h]
       if heads:
@@ -144,11 +119,7 @@ class UNetSpatioTemporal(nn.Module):
 
   def _check(self, sample, encoder_hidden_states, added_time_ids, pose_features):
     c = self.config
-    if self.attention not in IMPLEMENTATIONS:
-      raise ValueError(f"attention {self.attention!r} is not one of {IMPLEMENTATIONS}")
-    if self.remat_policy != "none" and self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"remat_policy {self.remat_policy!r}: expected 'none' or one of "
-                       f"{sorted(REMAT_POLICIES)}")
+    check_attention_and_remat(self.attention, self.remat_policy)
     if sample.ndim != 5 or sample.shape[-1] != c.in_channels:
       raise ValueError(f"sample must be (B, F, h, w, {c.in_channels}), got {sample.shape}")
     b = sample.shape[0]
@@ -193,26 +164,22 @@ class UNetSpatioTemporal(nn.Module):
     if pose_features is not None:
       x = x + pose_features.astype(self.dtype)
     x = nn.with_logical_constraint(x, VIDEO_AXES)
-    skips = [x]
     n = len(c.block_out_channels)
+    down = []
     for i, kind in enumerate(c.down_block_types):
       cross = kind == DOWN_BLOCKS[0]
-      x, res = DownBlock(c.block_out_channels[i], c.layers_per_block[i], cross,
-                         c.num_attention_heads[i], c.transformer_layers_per_block[i],
-                         1e-6 if cross else 1e-5, i < n - 1, **common,
-                         name=f"down_blocks_{i}")(x, temb, context, indicator)
-      skips.extend(res)
-    x = MidBlock(c.block_out_channels[-1], 1, True, c.num_attention_heads[-1],
-                 c.transformer_layers_per_block[-1], 1e-5, False, **common,
-                 name="mid_block")(x, temb, context, indicator)
+      down.append(DownBlock(c.block_out_channels[i], c.layers_per_block[i], cross,
+                            c.num_attention_heads[i], c.transformer_layers_per_block[i],
+                            1e-6 if cross else 1e-5, i < n - 1, **common, name=f"down_blocks_{i}"))
+    mid = MidBlock(c.block_out_channels[-1], 1, True, c.num_attention_heads[-1],
+                   c.transformer_layers_per_block[-1], 1e-5, False, **common, name="mid_block")
+    up = []
     for i, kind in enumerate(c.up_block_types):
       j = n - 1 - i   # the down level this up block mirrors
-      layers = c.layers_per_block[j] + 1
-      res, skips = skips[-layers:], skips[:-layers]
-      size = skips[-1].shape[2:4] if i < n - 1 else None
-      x = UpBlock(c.block_out_channels[j], layers, kind == UP_BLOCKS[0], c.num_attention_heads[j],
-                  c.transformer_layers_per_block[j], 1e-6, i < n - 1, **common,
-                  name=f"up_blocks_{i}")(x, tuple(res), temb, context, indicator, size)
+      up.append(UpBlock(c.block_out_channels[j], c.layers_per_block[j] + 1, kind == UP_BLOCKS[0],
+                        c.num_attention_heads[j], c.transformer_layers_per_block[j], 1e-6,
+                        i < n - 1, **common, name=f"up_blocks_{i}"))
+    x = through_levels(x, down, mid, up, c.layers_per_block, temb, context, indicator)
 
     x = GroupNorm(NORM_GROUPS, 1e-5, per_frame=True, dtype=jnp.float32,
                   param_dtype=self.param_dtype, name="conv_norm_out")(x)

@@ -17,7 +17,7 @@ import numpy as np
 
 from sem_repa_jax.models.svd.spatio_temporal_resnet import SpatioTemporalResBlock
 from sem_repa_jax.models.svd.transformer_temporal import TransformerSpatioTemporalModel
-from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
+from sem_repa_jax.nn.convs import Conv2D, spatial_axes
 from sem_repa_jax.nn.stacking import remat
 
 
@@ -33,6 +33,25 @@ def upsample_nearest(x, size: Sequence[int]):
       index.append(np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale).astype(int),
                               n_in - 1))
   return jnp.take(jnp.take(x, index[0], axis=-3), index[1], axis=-2)
+
+
+def through_levels(x, down, mid, up, layers_per_block: Sequence[int], temb, context, indicator):
+  """The U-Net's path from conv_in's output x through its down, mid and up blocks (of this file's
+  calling conventions), with the skip bookkeeping: up block i mirrors down level n - 1 - i and
+  takes its layers_per_block + 1 skips, last first, and upsamples to the (h, w) of the next skip
+  (2x, or the odd size of that level, as diffusers forwards it)."""
+  skips = [x]
+  for block in down:
+    x, res = block(x, temb, context, indicator)
+    skips.extend(res)
+  x = mid(x, temb, context, indicator)
+  n = len(up)
+  for i, block in enumerate(up):
+    layers = layers_per_block[n - 1 - i] + 1
+    res, skips = skips[-layers:], skips[:-layers]
+    size = tuple(skips[-1].shape[-3:-1]) if i < n - 1 else None
+    x = block(x, tuple(res), temb, context, indicator, size)
+  return x
 
 
 class _Block(nn.Module):
@@ -76,7 +95,7 @@ class DownBlock(_Block):
     if self.resample:
       x = Conv2D(self.out_channels, (3, 3), strides=2, padding=1, dtype=self.dtype,
                  param_dtype=self.param_dtype, name="downsampler")(x)
-      x = nn.with_logical_constraint(x, VIDEO_AXES)
+      x = nn.with_logical_constraint(x, spatial_axes(x))
       skips.append(x)
     return x, tuple(skips)
 
@@ -95,7 +114,7 @@ class UpBlock(_Block):
     if self.resample:
       x = Conv2D(self.out_channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
                  name="upsampler")(upsample_nearest(x, size))
-      x = nn.with_logical_constraint(x, VIDEO_AXES)
+      x = nn.with_logical_constraint(x, spatial_axes(x))
     return x
 
 
