@@ -54,7 +54,7 @@ SIZES = {
                      num_attention_heads=4, patch_size=32, projection_dim=64),
                 64, 96, 8),
     # diffusers' UNetSpatioTemporalConditionModel defaults are SVD-XT's U-Net.
-    "xt": Size({}, _XT_VAE,
+    "xt": Size(dict(sample_size=96), dict(_XT_VAE, sample_size=768),
                dict(_CLIP, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
                     num_attention_heads=16, patch_size=14, projection_dim=1024),
                576, 1024, 25),

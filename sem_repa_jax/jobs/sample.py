@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from sem_repa_jax.pipelines import cogvideox_i2v as i2v
 from sem_repa_jax.diffusion.samplers import HostProgress
+from sem_repa_jax.pipelines import cogvideox_i2v as i2v
 from sem_repa_jax.pipelines.images import fit_to_aspect
 
 PIPELINES = ("cogvideox_i2v", "svd_i2v")
