@@ -16,6 +16,7 @@ from configs import base
 def get_config() -> ml_collections.ConfigDict:
   c = base.get_config()
   c.job = "sample"
+  c.pipeline = "cogvideox_i2v"    # configs/sample_svd.py: 'svd_i2v'
   c.workdir = "runs/sample_cogvideox"
 
   c.image = ""

@@ -7,6 +7,7 @@ import ml_collections
 
 from sem_repa_jax import jobs
 from sem_repa_jax.diffusion.parameterization import PREDICTION_TYPES
+from sem_repa_jax.diffusion.schedules import SPACINGS
 from sem_repa_jax.training.mesh import ConfigError, check_mesh_shape  # noqa: F401 (re-exported)
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -50,8 +51,30 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
   data = config.get("data")
   if data is not None and data.get("batch_size") is not None and data.batch_size < 1:
     raise ConfigError(f"config.data.batch_size = {data.batch_size}: expected at least 1")
+  if config.job == "sample":
+    check_sample(config)
   check_mesh_shape(config.mesh.shape, config.mesh.axes, device_count)
   check_workdir_is_this_jobs(config)
+
+
+def check_sample(config) -> None:
+  """The `sample` job's pipeline name and the SVD sampler fields (configs/sample_svd.py), checked
+  before any model folder is read."""
+  from sem_repa_jax.jobs.sample import PIPELINES
+  pipeline = config.get("pipeline", "cogvideox_i2v")
+  if pipeline not in PIPELINES:
+    raise ConfigError(f"config.pipeline = {pipeline!r}: expected one of {', '.join(PIPELINES)}")
+  if pipeline != "svd_i2v":
+    return
+  if config.decode_chunk_size < 0:
+    raise ConfigError(f"config.decode_chunk_size = {config.decode_chunk_size}: expected 0 (all "
+                      "frames at once) or a positive number of frames")
+  if config.timestep_spacing not in SPACINGS:
+    raise ConfigError(f"config.timestep_spacing = {config.timestep_spacing!r}: expected one of "
+                      f"{', '.join(SPACINGS)}")
+  if not 0 < config.sigma_min < config.sigma_max:
+    raise ConfigError(f"config.sigma_min = {config.sigma_min}, config.sigma_max = "
+                      f"{config.sigma_max}: expected 0 < sigma_min < sigma_max")
 
 
 def check_workdir_is_this_jobs(config) -> None:

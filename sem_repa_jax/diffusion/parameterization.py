@@ -80,6 +80,18 @@ def edm_v_preconditioning(sigma, sigma_data: float = 1.0):
   return c_skip, c_out, c_in, c_noise
 
 
+def edm_training_preconditioning(sigma, ndim: int, sigma_data: float = 1.0) -> Preconditioning:
+  """One Preconditioning for a batch of per-example training sigmas (B,), its coefficients shaped
+  (B, 1, ...) to broadcast against latents of rank `ndim`; the timestep stays (B,) (c_noise), as the
+  SVD U-Net takes it. Jittable: the sampler builds its rows on the host, training draws sigma on
+  device."""
+  sigma = jnp.asarray(sigma, jnp.float32)
+  c_skip, c_out, c_in, c_noise = edm_v_preconditioning(sigma, sigma_data)
+  shape = sigma.shape + (1,) * (ndim - sigma.ndim)
+  return Preconditioning(timestep=c_noise, c_in=c_in.reshape(shape), c_skip=c_skip.reshape(shape),
+                         c_out=c_out.reshape(shape))
+
+
 # --- v <-> x0 / eps on an alpha-bar table (training) ----------------------------------------------
 
 def velocity(alphas_cumprod, x0, noise, t):

@@ -12,6 +12,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import ndtri
 
 SPACINGS = ("trailing", "leading", "linspace")
 
@@ -133,10 +134,26 @@ def stratified_uniform(key, batch: int, dtype=jnp.float32):
   return (jnp.arange(batch, dtype=dtype) + jax.random.uniform(key, (batch,), dtype)) / batch
 
 
-def sample_training_sigmas(key, batch: int, *, stratified: bool = True, **kwargs):
-  """StableAnimator's per-example training sigma: shifted_cosine_sigmas of (stratified) uniforms."""
+def lognormal_sigmas(u, *, p_mean: float = -1.2, p_std: float = 1.2):
+  """EDM's training density ln sigma ~ N(p_mean, p_std^2) (Karras et al. 2022, Table 1 defaults) at
+  quantiles u in (0, 1): the inverse CDF, so stratified u stratify it too."""
+  u = jnp.clip(jnp.asarray(u, jnp.float32), 1e-7, 1 - 1e-7)
+  return jnp.exp(p_mean + p_std * ndtri(u))
+
+
+TRAINING_DENSITIES = {"cosine_interpolated": shifted_cosine_sigmas, "lognormal": lognormal_sigmas}
+
+
+def sample_training_sigmas(key, batch: int, *, density: str = "cosine_interpolated",
+                           stratified: bool = True, **kwargs):
+  """Per-example training sigmas (B,): `density` 'cosine_interpolated' (StableAnimator's,
+  shifted_cosine_sigmas; kwargs sigma_min, sigma_max, image_d, noise_d_low, noise_d_high,
+  sigma_data) or 'lognormal' (EDM's; kwargs p_mean, p_std), at (stratified) uniforms."""
+  if density not in TRAINING_DENSITIES:
+    raise ValueError(f"training sigma density {density!r}: expected one of "
+                     f"{', '.join(TRAINING_DENSITIES)}")
   u = stratified_uniform(key, batch) if stratified else jax.random.uniform(key, (batch,))
-  return shifted_cosine_sigmas(u, **kwargs)
+  return TRAINING_DENSITIES[density](u, **kwargs)
 
 
 def snr(alphas_cumprod: np.ndarray, t: Optional[np.ndarray] = None) -> np.ndarray:

@@ -1,18 +1,25 @@
-"""Job `sample`: CogVideoX image-to-video from converted weights (configs/sample_cogvideox.py).
+"""Job `sample`: image-to-video from converted weights; `config.pipeline` names the model family:
+'cogvideox_i2v' (the default; configs/sample_cogvideox.py, wired here) or 'svd_i2v' (Stable Video
+Diffusion; configs/sample_svd.py, wired in jobs/_sample_svd.py).
 
-Writes WORKDIR/samples/<image stem>_<i>.mp4, a PNG strip of the frames beside it, and the final
-latents (.npy) for inspection.
+Both write the same outputs, through `write_samples`: WORKDIR/samples/<image stem>_<i>.mp4, a PNG
+strip of the frames beside it, the final latents (.npy) for inspection, and settings.json; every
+file appears atomically.
 """
 import dataclasses
 import json
 import os
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
 
+from sem_repa_jax.diffusion.samplers import HostProgress
 from sem_repa_jax.pipelines import cogvideox_i2v as i2v
 from sem_repa_jax.pipelines.images import fit_to_aspect
+
+PIPELINES = ("cogvideox_i2v", "svd_i2v")
 
 
 def _find(tree, key):
@@ -95,15 +102,28 @@ def write_strip(path: str, frames_uint8: np.ndarray, max_frames: int = 13) -> st
   return path
 
 
-def run(config) -> None:
-  from PIL import Image
+class Sampler(NamedTuple):
+  """What a pipeline's wiring hands the shared writer: generate(key) -> (video (B, F, H, W, 3) in
+  [-1, 1], final latents as saved), the pipeline's progress bar, the mp4 frame rate and the
+  settings.json payload."""
+  generate: Callable[[jax.Array], tuple]
+  progress: HostProgress
+  fps: float
+  settings: dict
 
-  from data_pipelines.video import write_video
+
+def load_image(config, height: int, width: int):
+  """config.image as an RGB PIL image at the frames' aspect (config.image_fit; logged)."""
+  from PIL import Image
+  image, note = fit_to_aspect(Image.open(config.image).convert("RGB"), height, width,
+                              config.get("image_fit", "crop"))
+  if note:
+    logging.info("%s", note)
+  return image
+
+
+def cogvideox_sampler(config) -> Sampler:
   from sem_repa_jax.models import load_pretrained
-  if not config.image or not os.path.isfile(config.image):
-    raise FileNotFoundError(f"config.image={config.image!r}: no such image file")
-  if config.num_samples < 1:
-    raise ValueError(f"config.num_samples = {config.num_samples}: expected at least 1")
   if not config.model_dir and not (config.transformer_dir and config.vae_dir):
     raise ValueError("set config.model_dir (with transformer/ and vae/) or both "
                      "config.transformer_dir and config.vae_dir")
@@ -122,31 +142,55 @@ def run(config) -> None:
   if settings.guidance_scale > 1 and neg is None:
     raise ValueError(f"guidance_scale={settings.guidance_scale} needs negative prompt embeddings: add "
                      "'negative_prompt_embeds' to the prompt file or set config.negative_prompt_embeds")
-  image, note = fit_to_aspect(Image.open(config.image).convert("RGB"), settings.height,
-                              settings.width, config.get("image_fit", "crop"))
-  if note:
-    logging.info("%s", note)
+  image = load_image(config, settings.height, settings.width)
 
   transformer, tvars = load_pretrained(tdir)
   vae, vvars = load_pretrained(vdir)
   pipe = i2v.CogVideoXImageToVideo(transformer, tvars, vae, vvars, facts=facts,
                                    progress=config.progress_bar)
+
+  def generate(key):
+    if config.num_windows > 1:
+      out = pipe.generate_long(image, pos, neg, key=key, num_windows=config.num_windows,
+                               settings=settings)
+      return out["video"], np.stack([np.asarray(w) for w in out["windows"]], axis=1)
+    out = pipe(image, pos, neg, key=key, settings=settings)
+    return out["video"], np.asarray(out["latents"])
+
+  return Sampler(generate, pipe.progress, config.fps,
+                 {"settings": dataclasses.asdict(settings), "facts": dataclasses.asdict(facts)})
+
+
+def run(config) -> None:
+  pipeline = config.get("pipeline", "cogvideox_i2v")
+  if pipeline not in PIPELINES:
+    raise ValueError(f"config.pipeline = {pipeline!r}: expected one of {', '.join(PIPELINES)}")
+  if not config.image or not os.path.isfile(config.image):
+    raise FileNotFoundError(f"config.image={config.image!r}: no such image file")
+  if config.num_samples < 1:
+    raise ValueError(f"config.num_samples = {config.num_samples}: expected at least 1")
+  if pipeline == "svd_i2v":
+    from sem_repa_jax.jobs import _sample_svd
+    sampler = _sample_svd.svd_sampler(config)
+  else:
+    sampler = cogvideox_sampler(config)
+  write_samples(config, sampler)
+
+
+def write_samples(config, sampler: Sampler) -> None:
+  """config.num_samples videos of config.image (seeds seed + i) and settings.json, each file
+  written under a temporary name and renamed into place."""
+  from data_pipelines.video import write_video
   out_dir = os.path.join(config.workdir, "samples")
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.splitext(os.path.basename(config.image))[0]
   for i in range(config.num_samples):
     key = jax.random.key(config.seed + i)
-    pipe.progress.desc = f"sample {i + 1}/{config.num_samples}"
-    if config.num_windows > 1:
-      out = pipe.generate_long(image, pos, neg, key=key, num_windows=config.num_windows,
-                               settings=settings)
-      latents = np.stack([np.asarray(w) for w in out["windows"]], axis=1)
-    else:
-      out = pipe(image, pos, neg, key=key, settings=settings)
-      latents = np.asarray(out["latents"])
-    frames = i2v.to_uint8(out["video"])[0]
+    sampler.progress.desc = f"sample {i + 1}/{config.num_samples}"
+    video, latents = sampler.generate(key)
+    frames = i2v.to_uint8(video)[0]
     base = os.path.join(out_dir, f"{stem}_{i}")
-    write_video(base + ".mp4", frames, fps=config.fps)
+    write_video(base + ".mp4", frames, fps=sampler.fps)
     write_strip(base + ".png", frames)
     tmp = base + ".latents.tmp.npy"
     np.save(tmp, latents)
@@ -154,6 +198,5 @@ def run(config) -> None:
     logging.info("wrote %s.mp4 (%d frames, %dx%d)", base, *frames.shape[:3])
   path = os.path.join(out_dir, "settings.json")
   with open(path + ".tmp", "w") as f:
-    json.dump({"settings": dataclasses.asdict(settings), "facts": dataclasses.asdict(facts)}, f,
-              indent=2)
+    json.dump(sampler.settings, f, indent=2)
   os.replace(path + ".tmp", path)

@@ -105,3 +105,27 @@ def test_training_sigmas_are_stratified():
   ref = np.asarray(schedules.shifted_cosine_sigmas((np.arange(9) / 8)))
   # One draw in each stratum: sigma_i between the sigmas of the stratum's edges.
   assert np.all(sig <= ref[:-1] * (1 + 1e-5)) and np.all(sig >= ref[1:] * (1 - 1e-5))
+
+
+def test_lognormal_training_sigmas():
+  import jax
+  from scipy.stats import norm
+  u = np.array([0.1, 0.5, 0.9])
+  np.testing.assert_allclose(schedules.lognormal_sigmas(u), np.exp(-1.2 + 1.2 * norm.ppf(u)),
+                             rtol=1e-5)
+  np.testing.assert_allclose(schedules.lognormal_sigmas(u, p_mean=1.0, p_std=1.6),
+                             np.exp(1.0 + 1.6 * norm.ppf(u)), rtol=1e-5)
+  # Stratified: one draw per stratum of the normal's quantiles.
+  sig = np.asarray(schedules.sample_training_sigmas(jax.random.key(0), 8, density="lognormal"))
+  edges = np.exp(-1.2 + 1.2 * norm.ppf(np.clip(np.arange(9) / 8, 1e-7, 1 - 1e-7)))
+  assert np.all(sig >= edges[:-1] * (1 - 1e-5)) and np.all(sig <= edges[1:] * (1 + 1e-5))
+  many = np.log(np.asarray(schedules.sample_training_sigmas(
+      jax.random.key(1), 20000, density="lognormal", stratified=False)))
+  assert abs(many.mean() + 1.2) < 0.05 and abs(many.std() - 1.2) < 0.05
+  # The default density is still StableAnimator's.
+  np.testing.assert_array_equal(schedules.sample_training_sigmas(jax.random.key(0), 4),
+                                schedules.sample_training_sigmas(jax.random.key(0), 4,
+                                                                 density="cosine_interpolated"))
+  with pytest.raises(ValueError, match="density 'uniform': expected one of cosine_interpolated, "
+                                       "lognormal"):
+    schedules.sample_training_sigmas(jax.random.key(0), 4, density="uniform")

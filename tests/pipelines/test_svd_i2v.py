@@ -10,39 +10,25 @@ import jax
 import numpy as np
 import pytest
 import torch
-from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler,
-                       StableVideoDiffusionPipeline, UNetSpatioTemporalConditionModel)
+from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessor
 
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.pipelines import svd_i2v
 from tests import parity
 from tests.diffusion.test_euler import SVD_SCHEDULER
-from tests.models.test_svd_unet import TINY as TINY_UNET
+from tests.svd_models import FOLDERS, LATENT_CHANNELS as C, convert_tiny_svd
 
-H, W, FRAMES, STEPS, C = 16, 24, 3, 4, 4
+H, W, FRAMES, STEPS = 16, 24, 3, 4
 TOL = 1e-3
-CLIP = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
-            patch_size=32, image_size=224, projection_dim=TINY_UNET["cross_attention_dim"],
-            hidden_act="gelu", layer_norm_eps=1e-5)
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-  torch.manual_seed(0)
-  unet = parity.randomize(UNetSpatioTemporalConditionModel(**TINY_UNET).eval(), seed=0)
-  vae = parity.randomize(AutoencoderKLTemporalDecoder(
-      block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-      layers_per_block=1, latent_channels=C, sample_size=32).eval(), seed=1, spread=0.3)
-  clip = parity.randomize(CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP)).eval(),
-                          norms_only=True, spread=0.5)
   root = tmp_path_factory.mktemp("svd_i2v")
-  loaded = []
-  for name, model, kind in [("unet", unet, "svd-unet"), ("vae", vae, "svd-vae"),
-                            ("image_encoder", clip, "clip-vision")]:
-    parity.convert_pretrained(model, kind, root / f"src_{name}", root / name)
-    loaded.extend(load_pretrained(str(root / name)))
+  unet, vae, clip = convert_tiny_svd(root)
+  loaded = [x for name, _ in FOLDERS for x in load_pretrained(str(root / name))]
   ours = svd_i2v.SVDImageToVideo(*loaded, progress=False)
   ref = StableVideoDiffusionPipeline(vae=vae, image_encoder=clip, unet=unet,
                                      scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER),
