@@ -39,26 +39,22 @@ gpu_python() {
   done
 }
 
-# The GPU suite: on a machine with CUDA JAX already, runs with that python as it is (plus the
-# wheels of requirements-gpu-offline.txt, if .whl/ was carried there; it has no internet);
-# otherwise --install sets up the venv with requirements-gpu.txt (internet needed). --smoke runs
-# in the ordinary venv on CPU.
+# The GPU suite: where a python's JAX sees a GPU (the lent GPU image has one, and no internet) it
+# runs with that python as it is, plus the wheels of requirements-gpu-offline.txt if .whl/ was
+# carried there; otherwise --install first sets up the venv with requirements-gpu.txt (internet
+# needed); with neither, the ordinary venv runs it (on CPU only --smoke goes further).
 gpu_suite() {
-  local install=0 smoke=0 arg py args=()
+  local install=0 arg py args=()
   for arg in "$@"; do
-    case "$arg" in
-      --install) install=1 ;;
-      --smoke) smoke=1; args+=("$arg") ;;
-      *) args+=("$arg") ;;
-    esac
+    if [ "$arg" = --install ]; then install=1; else args+=("$arg"); fi
   done
   py="$(gpu_python)"
-  if [ "$smoke" = 0 ] && [ -z "$py" ] && [ "$install" = 1 ]; then
+  if [ -z "$py" ] && [ "$install" = 1 ]; then
     setup_test
     "$PY" -m pip install -q -r requirements-gpu.txt
     py="$(gpu_python)"
   fi
-  if [ "$smoke" = 1 ] || [ -z "$py" ]; then
+  if [ -z "$py" ]; then
     setup_test
     py="$PY"
   elif [ -d .whl ]; then
