@@ -1,7 +1,8 @@
 """Faces/s of the Flax IResNet vs onnxruntime (and PyTorch eager) on CPU.
 
 A random-weight insightface IResNet is built in PyTorch, exported to ONNX as the public files are
-(conv+BN merged), converted with `conversion.arcface`, and all three run the same batch.
+(conv+BN merged), converted with `conversion.arcface`, and all three run the same batch, in turns
+(benchmarks/harness.py: medians, min/max, load average).
 
   python -m benchmarks.arcface [--depth 50] [--batch 16] [--iters 5]
 
@@ -12,10 +13,13 @@ thread pool loses more than XLA's when the cores are oversubscribed, so compare 
 """
 import argparse
 import os
+import sys
 import tempfile
-import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
 
 def torch_iresnet(depth: int):
@@ -66,20 +70,6 @@ def torch_iresnet(depth: int):
   return net.eval()
 
 
-def _time_round_robin(fns: dict, iters: int) -> dict:
-  """Median seconds per call of each fn, measured in alternation so that load from other
-  processes on a shared machine hits all of them alike."""
-  for fn in fns.values():
-    fn()   # warm-up (and compile)
-  times = {k: [] for k in fns}
-  for _ in range(iters):
-    for k, fn in fns.items():
-      t = time.perf_counter()
-      fn()
-      times[k].append(time.perf_counter() - t)
-  return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def main(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--depth", type=int, default=50)
@@ -124,17 +114,19 @@ def main(argv=None):
     with torch.no_grad():
       net(torch.from_numpy(x_nchw))
 
-  t = _time_round_robin({
+  res = harness.alternate({
       "ort": lambda: sess.run(None, {"input.1": x_nchw}),
-      "jax": lambda: apply(variables, xj).block_until_ready(),
-      "jax_r": lambda: apply_unrolled(variables, xj).block_until_ready(),
-      "jax_u": lambda: apply_unfolded(unfolded_vars, xj).block_until_ready(),
-      "torch": torch_run}, args.iters)
-  t_ort, t_jax, t_jax_r, t_jax_u, t_torch = t["ort"], t["jax"], t["jax_r"], t["jax_u"], t["torch"]
+      "jax": lambda: apply(variables, xj),
+      "jax_r": lambda: apply_unrolled(variables, xj),
+      "jax_u": lambda: apply_unfolded(unfolded_vars, xj),
+      "torch": torch_run}, repeats=args.iters)
+  t_ort, t_jax, t_jax_r, t_jax_u, t_torch = (res[k].median for k in
+                                             ("ort", "jax", "jax_r", "jax_u", "torch"))
   b = args.batch
   print(f"IResNet-{args.depth}, batch {b}, 112x112, CPU ({os.cpu_count()} cores), "
         f"jax {jax.__version__}, onnxruntime {ort.__version__}, torch {torch.__version__}")
-  print(f"load average {os.getloadavg()[0]:.1f}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
+  print(harness.table(res, baseline="ort", title="seconds per batch (A B A B ... medians)"))
+  print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; "
         f"jax_default_matmul_precision={jax.config.jax_default_matmul_precision}")
   print(f"max |jax - onnxruntime| {err:.2e} (merged BN); max |jax - torch| {err_pth:.2e} (.pth)")
   print(f"onnxruntime          {b / t_ort:8.1f} faces/s  ({t_ort * 1e3:.0f} ms/batch)")

@@ -10,13 +10,17 @@ timed region on both sides (the pipeline precomputes them; JAX folds them into t
 """
 import argparse
 import dataclasses
-import statistics
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -51,16 +55,6 @@ def diffusers_kwargs(args) -> dict:
               out_channels=16, time_embed_dim=512, text_embed_dim=4096, num_layers=args.layers,
               sample_height=60, sample_width=90, sample_frames=49, max_text_seq_length=226,
               use_rotary_positional_embeddings=args.rope)
-
-
-def timed(fn, repeats):
-  fn()   # compile / warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def main(argv=None):
@@ -152,9 +146,48 @@ def main(argv=None):
   rows = [("forward", jax_fwd, torch_fwd)]
   if not args.no_backward:
     rows.append(("forward+backward", jax_bwd, torch_bwd))
+  figures = {}
   for name, j, tch in rows:
-    tj, tr = timed(j, args.repeats), timed(tch, args.repeats)
-    print(f"{name:17s} JAX {tj:8.3f} s   diffusers {tr:8.3f} s   JAX/diffusers {tj / tr:.2f}x")
+    res = harness.alternate({f"{name} JAX": j, f"{name} diffusers": tch}, repeats=args.repeats)
+    print(harness.table(res, baseline=f"{name} diffusers", title=f"{name}, seconds per call"))
+    figures[name] = dict(jax=res[f"{name} JAX"], diffusers=res[f"{name} diffusers"],
+                         ratio=res[f"{name} JAX"].median / res[f"{name} diffusers"].median)
+  return figures
+
+
+def suite_entry(smoke: bool) -> dict:
+  """benchmarks/gpu_suite.py: the CogVideoX-5b transformer forward at 13x60x90 latents (17,550
+  video + 226 text = 17,776 tokens), random bfloat16 weights initialised on the device, cudnn
+  attention; seconds (harness medians), model FLOPs and TFLOP/s. smoke: a 1-layer 2x16-head model
+  at 2x8x8 latents on any backend, attention 'auto'. JAX only: the diffusers model at 5b would
+  take minutes to build on the host."""
+  from benchmarks.train_step import transformer_flops
+  from sem_repa_jax.models.cogvideox.transformer import PRESETS, build
+  if smoke:
+    cfg = dataclasses.replace(PRESETS["cogvideox-5b"], num_layers=1, num_attention_heads=2,
+                              attention_head_dim=16, time_embed_dim=16, text_embed_dim=32)
+    (f, h, w), text_len, dtype, attention, repeats = (2, 8, 8), 8, "float32", "auto", 2
+  else:
+    cfg = PRESETS["cogvideox-5b"]
+    (f, h, w), text_len, dtype, attention, repeats = (13, 60, 90), 226, "bfloat16", "cudnn", 3
+  module = build(dataclasses.asdict(cfg), dtype=dtype, param_dtype=dtype, attention=attention)
+  x = jnp.zeros((1, f, h, w, cfg.in_channels), dtype)
+  text = jnp.zeros((1, text_len, cfg.text_embed_dim), dtype)
+  t = jnp.full((1,), 500, jnp.int32)
+  from benchmarks.random_init import random_variables
+  variables = random_variables(module, x, text, t)
+  x = jax.random.normal(jax.random.key(1), x.shape, dtype)
+  fwd = jax.jit(module.apply)
+  t0 = time.perf_counter()
+  jax.block_until_ready(fwd(variables, x, text, t))
+  compile_s = time.perf_counter() - t0
+  timing = harness.alternate({"forward": lambda: fwd(variables, x, text, t)}, repeats=repeats,
+                             warmup=0)["forward"]
+  flops = transformer_flops(cfg, 1, f, h, w, text_len) / 3   # forward only
+  tokens = (f // cfg.patch_t) * (h // cfg.patch_size) * (w // cfg.patch_size) + text_len
+  return {"config": "cogvideox-5b" + (" (smoke: 1 layer, 2x16 heads)" if smoke else ""),
+          "tokens": tokens, "dtype": dtype, "attention": attention, "first_call_s": compile_s,
+          "forward": timing, "model_flops": flops, "tflops": flops / timing.median / 1e12}
 
 
 if __name__ == "__main__":

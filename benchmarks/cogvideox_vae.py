@@ -3,7 +3,8 @@
   python -m benchmarks.cogvideox_vae [--height 64 --width 96 --frames 17 --mem-latent-frames 13 25]
 
 Both sides use the same random weights (the full CogVideoX-2b architecture unless --tiny), float32.
-Timing: encode of a --frames video and decode of its latents, in one process, best of --repeats.
+Timing: encode of a --frames video and decode of its latents, in one process, in turns
+(benchmarks/harness.py: medians of --repeats, min/max, load average).
 Memory, the point being that the chunked decode holds one chunk, not the whole video:
   - JAX: on GPU the device's peak_bytes_in_use around one decode; on CPU XLA's compiled memory
     analysis of the decode (arguments + outputs + temporaries - aliased), which is what the
@@ -19,6 +20,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
 MiB = 2 ** 20
 
@@ -38,17 +42,6 @@ def build(tiny: bool, seed: int = 0, conv_impl: str = "taps"):
   import jax
   variables = jax.tree_util.tree_map(jax.numpy.asarray, unflatten(flat))
   return ref, cogvideox_vae(cfg.__dict__, conv_impl=conv_impl), variables
-
-
-def _best_interleaved(fns: dict, repeats: int) -> dict:
-  """Best time of each function, alternating between them so that both see the same machine load."""
-  times = {k: [] for k in fns}
-  for _ in range(repeats):
-    for k, fn in fns.items():
-      t = time.perf_counter()
-      fn()
-      times[k].append(time.perf_counter() - t)
-  return {k: min(v) for k, v in times.items()}
 
 
 def timing(args):
@@ -82,11 +75,12 @@ def timing(args):
     with torch.no_grad():
       ref.decode(zt)
 
-  t = _best_interleaved({
-      "enc": lambda: jax.block_until_ready(enc(variables, video)), "enc_ref": torch_encode,
-      "dec": lambda: jax.block_until_ready(dec(variables, latents)), "dec_ref": torch_decode},
-      args.repeats)
-  te, te_ref, td, td_ref = t["enc"], t["enc_ref"], t["dec"], t["dec_ref"]
+  res = harness.alternate({
+      "encode jax": lambda: enc(variables, video), "encode diffusers": torch_encode,
+      "decode jax": lambda: dec(variables, latents), "decode diffusers": torch_decode},
+      repeats=args.repeats, warmup=0)   # both compiled and warmed above
+  te, te_ref, td, td_ref = (res[k].median for k in ("encode jax", "encode diffusers",
+                                                    "decode jax", "decode diffusers"))
   print(f"device {jax.devices()[0].device_kind}; video {video.shape} -> latents {latents.shape}; "
         f"block_out {cfg.block_out_channels}, layers {cfg.layers_per_block}")
   print(f"parity: encode mean max abs {np.abs(latents - ref_mean).max():.3g}, "
@@ -94,6 +88,10 @@ def timing(args):
   print(f"compile: encode {t_enc_compile:.1f} s, decode {t_dec_compile:.1f} s (first call)")
   print(f"encode: jax {te:.3f} s, diffusers {te_ref:.3f} s, ratio jax/diffusers {te / te_ref:.2f}")
   print(f"decode: jax {td:.3f} s, diffusers {td_ref:.3f} s, ratio jax/diffusers {td / td_ref:.2f}")
+  print(harness.table(res, title="seconds per call (A B A B ... medians)"))
+  return {"encode_jax": res["encode jax"], "encode_diffusers": res["encode diffusers"],
+          "decode_jax": res["decode jax"], "decode_diffusers": res["decode diffusers"],
+          "encode_ratio": te / te_ref, "decode_ratio": td / td_ref}
 
 
 def compiled_memory(args):
@@ -206,6 +204,48 @@ def gpu_memory(args):
     peak = dev.memory_stats()["peak_bytes_in_use"]
     print(f"GPU peak bytes in use, decode of {f} latent frames: {peak / MiB:.0f} MiB "
           f"(was {before / MiB:.0f} before)")
+
+
+def decode_peak(module, variables, latents) -> dict:
+  """Seconds and memory of one jitted decode: the device's peak bytes in use where it counts them
+  (GPU), else XLA's compiled memory analysis (arguments + outputs + temporaries - aliased)."""
+  import jax
+  dec = jax.jit(lambda v, z: module.apply(v, z, method="decode")).lower(variables, latents).compile()
+  m = dec.memory_analysis()
+  row = {"compiled_bytes": int(m.argument_size_in_bytes + m.output_size_in_bytes
+                               + m.temp_size_in_bytes - m.alias_size_in_bytes)}
+  stats = jax.devices()[0].memory_stats() or {}
+  t = time.perf_counter()
+  jax.block_until_ready(dec(variables, latents))
+  row["seconds_first_call"] = time.perf_counter() - t
+  if "peak_bytes_in_use" in stats:
+    row["peak_bytes_before"] = int(stats["peak_bytes_in_use"])
+    row["peak_bytes"] = int(jax.devices()[0].memory_stats()["peak_bytes_in_use"])
+  return row
+
+
+def suite_entry(smoke: bool) -> dict:
+  """benchmarks/gpu_suite.py: peak memory of a 49x480x720 decode (13x60x90 latents), 5b-I2V VAE in
+  bfloat16 with random weights; smoke: tiny channels, 5x16x24 latents, float32 on any backend."""
+  import jax
+  import jax.numpy as jnp
+  from sem_repa_jax.models.cogvideox.vae import cogvideox_vae
+  if smoke:
+    module = cogvideox_vae(dict(block_out_channels=(8, 16, 16, 16), latent_channels=4,
+                                layers_per_block=1, norm_num_groups=4))
+    shape, dtype = (1, 2, 16, 24, 4), jnp.float32
+  else:
+    module = cogvideox_vae("cogvideox-5b-i2v", dtype="bfloat16", param_dtype="bfloat16")
+    shape, dtype = (1, 13, 60, 90, module.config.latent_channels), jnp.bfloat16
+  from benchmarks.random_init import random_variables
+  # Parameters do not depend on the video size: shaped on a small clip.
+  variables = random_variables(module, jnp.zeros((1, 1, 32, 32, 3), dtype))
+  row = decode_peak(module, variables, jnp.zeros(shape, dtype))
+  row.update(latents=list(shape), dtype=jnp.dtype(dtype).name,
+             video=[(shape[1] - 1) * 4 + 1, shape[2] * 8, shape[3] * 8])
+  if "peak_bytes" in row:
+    row["peak_gib"] = row["peak_bytes"] / 2 ** 30
+  return row
 
 
 def main():

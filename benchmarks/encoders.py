@@ -3,10 +3,13 @@
   python -m benchmarks.encoders [--t5_layers 4] [--t5_dim 512] [--clip_layers 4] [--batch 2]
 
 Random weights at a reduced width/depth (full-size shapes are the presets; on CPU they take
-minutes). Prints compile time, steady-state time per call for both, the ratio, and the max abs
+minutes). Prints compile time, steady-state time per call for both (alternating, medians and
+min/max, load average: benchmarks/harness.py), the ratio, and the max abs
 difference so a fast wrong answer cannot pass unnoticed. On a GPU pass --dtype bfloat16.
 """
 import argparse
+import os
+import sys
 import time
 
 import jax
@@ -15,17 +18,19 @@ import numpy as np
 import torch
 import transformers
 
-from conversion import clip_vision, t5_encoder
-from conversion.mapping import DictSource, convert, unflatten
-from sem_repa_jax.models.encoders import clip, t5
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
+from conversion import clip_vision, t5_encoder  # noqa: E402
+from conversion.mapping import DictSource, convert, unflatten  # noqa: E402
+from sem_repa_jax.models.encoders import clip, t5  # noqa: E402
 
 
-def _time(fn, repeats):
-  fn()
-  start = time.perf_counter()
-  for _ in range(repeats):
-    fn()
-  return (time.perf_counter() - start) / repeats
+def _time(jax_fn, torch_fn, repeats, title):
+  """Medians of the two, in turns (benchmarks/harness.py); prints the table, returns the medians."""
+  with torch.no_grad():
+    res = harness.alternate({"jax": jax_fn, "torch": torch_fn}, repeats=repeats)
+  print(harness.table(res, baseline="torch", title=title))
+  return res["jax"].median, res["torch"].median
 
 
 def bench_t5(args):
@@ -45,12 +50,11 @@ def bench_t5(args):
   start = time.perf_counter()
   out = jax.block_until_ready(apply(variables, jnp.asarray(ids, jnp.int32)))
   compile_s = time.perf_counter() - start
-  t_jax = _time(lambda: jax.block_until_ready(apply(variables, jnp.asarray(ids, jnp.int32))),
-                args.repeats)
   tid = torch.from_numpy(ids)
+  t_jax, t_torch = _time(lambda: apply(variables, jnp.asarray(ids, jnp.int32)), lambda: model(tid),
+                         args.repeats, "T5 encoder, seconds per call")
   with torch.no_grad():
     ref = model(tid).last_hidden_state.numpy()
-    t_torch = _time(lambda: model(tid), args.repeats)
   err = np.abs(np.asarray(out, np.float32) - ref).max()
   print(f"T5 v1.1 d={args.t5_dim} layers={args.t5_layers} B={args.batch} L=226 {args.dtype}: "
         f"compile {compile_s:.2f}s, jax {t_jax * 1e3:.1f} ms, torch {t_torch * 1e3:.1f} ms, "
@@ -73,11 +77,11 @@ def bench_clip(args):
   start = time.perf_counter()
   out = jax.block_until_ready(apply(variables, jnp.asarray(pixels)))
   compile_s = time.perf_counter() - start
-  t_jax = _time(lambda: jax.block_until_ready(apply(variables, jnp.asarray(pixels))), args.repeats)
   px = torch.from_numpy(pixels.transpose(0, 3, 1, 2).copy())
+  t_jax, t_torch = _time(lambda: apply(variables, jnp.asarray(pixels)), lambda: model(px),
+                         args.repeats, "CLIP vision encoder, seconds per call")
   with torch.no_grad():
     ref = model(px).image_embeds.numpy()
-    t_torch = _time(lambda: model(px), args.repeats)
   err = np.abs(np.asarray(out, np.float32) - ref).max()
   print(f"CLIP ViT/14 d={args.clip_dim} layers={args.clip_layers} B={args.batch} 224px "
         f"{args.dtype}: compile {compile_s:.2f}s, jax {t_jax * 1e3:.1f} ms, "

@@ -35,6 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks import harness  # noqa: E402
 from sem_repa_jax.pipelines import cogvideox_i2v as i2v  # noqa: E402
 
 # (transformer kwargs, vae kwargs, height, width, frames, text length)
@@ -50,13 +51,11 @@ SIZES = {
 }
 
 
-def _timed(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return min(times)
+def _timed(fns: dict, repeats: int, title: str) -> dict:
+  """Medians of each fn run in turns (benchmarks/harness.py), after the callers' own warm-up."""
+  res = harness.alternate(fns, repeats=repeats, warmup=0)
+  print(harness.table(res, title=title))
+  return {k: t.median for k, t in res.items()}, res
 
 
 def _cpu_models(size, workdir):
@@ -85,6 +84,7 @@ def _cpu_models(size, workdir):
 
   class _Cfg:
     vae_scaling_factor = 0.0
+    prediction_type = "v_prediction"   # CogVideoX's (diffusers' CogVideoXDDIMScheduler config)
   facts = model_facts(tdir, vdir, _Cfg)
   tm, tv = load_pretrained(tdir)
   vm, vv = load_pretrained(vdir)
@@ -136,11 +136,16 @@ def bench_cpu(size, steps, repeats, threads):
   t0 = time.perf_counter()
   run_ours(True)
   first = time.perf_counter() - t0
-  ours_lat = _timed(lambda: run_ours(False), repeats)
-  ours_all = _timed(lambda: run_ours(True), repeats)
+  run_ours(False)
   run_ref("latent")
-  ref_lat = _timed(lambda: run_ref("latent"), repeats)
-  ref_all = _timed(lambda: run_ref("pt"), repeats)
+  run_ref("pt")
+  med, res = _timed({"ours latents": lambda: run_ours(False),
+                     "diffusers latents": lambda: run_ref("latent"),
+                     "ours +decode": lambda: run_ours(True),
+                     "diffusers +decode": lambda: run_ref("pt")},
+                    repeats, "seconds per sampling call (A B A B ... medians)")
+  ours_lat, ref_lat, ours_all, ref_all = (med[k] for k in (
+      "ours latents", "diffusers latents", "ours +decode", "diffusers +decode"))
   err = float(np.max(np.abs(np.asarray(run_ours(False)) - run_ref("latent").permute(0, 1, 3, 4, 2).numpy())))
   print(f"CogVideoX I2V sampling, size {size}: {h}x{w}x{frames} px, {f_lat} latent frames, "
         f"{steps} DDIM steps, CFG batch 2, {jax.devices()[0].platform} "
@@ -152,10 +157,15 @@ def bench_cpu(size, steps, repeats, threads):
                      ("sampling (latents) s", ref_lat, ours_lat),
                      ("end to end (+decode) s", ref_all, ours_all)]:
     print(f"  {name:28s}{a:12.4f}{b:12.4f}{a / b:8.2f}x")
+  return {"size": size, "steps": steps, "first_call_s": first, "max_abs_diff": err,
+          "timings": res, "s_per_step_ours": ours_lat / steps, "s_per_step_diffusers": ref_lat / steps,
+          "ratio_diffusers_over_ours": ref_lat / ours_lat}
 
 
-def bench_gpu_5b_i2v(steps, repeats):
-  """Real CogVideoX-5b-I2V shapes, random bf16 weights, our pipeline (and diffusers on CUDA)."""
+def bench_gpu_5b_i2v(steps, repeats, decode=True):
+  """Real CogVideoX-5b-I2V shapes, random bf16 weights, our pipeline (and diffusers on CUDA).
+
+  Returns seconds (medians): sampling to latents, and end to end with decode when `decode`."""
   from sem_repa_jax.models.cogvideox.transformer import PRESETS as T_PRESETS, build
   from sem_repa_jax.models.cogvideox.vae import cogvideox_vae
   import dataclasses
@@ -180,10 +190,16 @@ def bench_gpu_5b_i2v(steps, repeats):
     return jax.block_until_ready(out["video"] if decode else out["latents"])
 
   t0 = time.perf_counter()
-  run(True)
+  run(decode)
   first = time.perf_counter() - t0
-  lat = _timed(lambda: run(False), repeats)
-  full = _timed(lambda: run(True), repeats)
+  if decode:
+    run(False)
+  med, _ = _timed({"ours latents": lambda: run(False), **({"ours +decode": lambda: run(True)}
+                                                          if decode else {})},
+                  repeats, f"ours, {steps} steps")
+  lat, full = med["ours latents"], med.get("ours +decode", float("nan"))
+  out = {"steps": steps, "ours_first_call_s": first, "ours_sampling_s": lat,
+         "ours_end_to_end_s": full}
   print(f"CogVideoX-5b-I2V shapes 480x720x49, {steps} DDIM steps, CFG, bf16, {jax.devices()[0]}")
   print(f"  ours: first call {first:.1f} s, {lat / steps:.3f} s / step, sampling {lat:.1f} s, "
         f"end to end {full:.1f} s")
@@ -194,13 +210,15 @@ def bench_gpu_5b_i2v(steps, repeats):
     cuda = False
   if not cuda:
     print("  diffusers: not run (torch has no CUDA device here)")
-    return
+    out["diffusers"] = "not run: torch has no CUDA device"
+    return out
   from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler,
                          CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel)
   tconf = {k: v for k, v in dataclasses.asdict(tcfg).items()
            if k in CogVideoXTransformer3DModel.__init__.__code__.co_varnames}
-  transformer = CogVideoXTransformer3DModel(**tconf).to("cuda", torch.bfloat16).eval()
-  vae = AutoencoderKLCogVideoX(scaling_factor=0.7).to("cuda", torch.bfloat16).eval()
+  with torch.device("cuda"):   # random init on the GPU: on the host a 5b init takes minutes
+    transformer = CogVideoXTransformer3DModel(**tconf).to(torch.bfloat16).eval()
+    vae = AutoencoderKLCogVideoX(scaling_factor=0.7).to(torch.bfloat16).eval()
   scheduler = CogVideoXDDIMScheduler(
       beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
       prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True,
@@ -222,10 +240,35 @@ def bench_gpu_5b_i2v(steps, repeats):
     return out
 
   run_ref("latent")
-  rlat = _timed(lambda: run_ref("latent"), repeats)
-  rfull = _timed(lambda: run_ref("pt"), repeats)
+  med, _ = _timed({"diffusers latents": lambda: run_ref("latent"),
+                   **({"diffusers +decode": lambda: run_ref("pt")} if decode else {})},
+                  repeats, f"diffusers, {steps} steps")
+  rlat, rfull = med["diffusers latents"], med.get("diffusers +decode", float("nan"))
   print(f"  diffusers: {rlat / steps:.3f} s / step, sampling {rlat:.1f} s, end to end {rfull:.1f} s; "
         f"ratio per step {rlat / lat:.2f}x, end to end {rfull / full:.2f}x")
+  out.update(diffusers_sampling_s=rlat, diffusers_end_to_end_s=rfull,
+             ratio_diffusers_over_ours=rlat / lat)
+  return out
+
+
+def suite_entry(smoke: bool) -> dict:
+  """benchmarks/gpu_suite.py: 5b-I2V 50-step CFG sampling, ours vs diffusers, EXTRAPOLATED from
+  SUITE_STEPS steps of each (x 50 / SUITE_STEPS: the once-per-call image encode is counted
+  50 / SUITE_STEPS times, on both sides alike, so the 50-step figures are upper bounds).
+  smoke: the tiny CPU models, 2 steps each, nothing extrapolated."""
+  if smoke:
+    return bench_cpu("tiny", 2, 1, 0)
+  out = bench_gpu_5b_i2v(SUITE_STEPS, 1, decode=False)
+  scale = 50 / SUITE_STEPS
+  out["extrapolated_to_50_steps"] = {
+      "method": f"{SUITE_STEPS}-step sampling time x {scale:g}",
+      "ours_s": out["ours_sampling_s"] * scale,
+      **({"diffusers_s": out["diffusers_sampling_s"] * scale} if "diffusers_sampling_s" in out
+         else {})}
+  return out
+
+
+SUITE_STEPS = 3
 
 
 def main():

@@ -18,12 +18,16 @@ remat recomputation is not counted, as MFU demands).
 """
 import argparse
 import dataclasses
-import time
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import harness  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -127,13 +131,9 @@ def backbone_loss_fn(model, config, alphas_cumprod):
 
 
 def timed(step, n):
-  step()                        # compile / warm up
-  times = []
-  for _ in range(n):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return min(times)             # best of n: the machine may be shared; noise only adds time
+  """Median seconds per step after one warm-up (compile) step: benchmarks/harness.py."""
+  res = harness.alternate({"step": step}, repeats=n)
+  return res["step"]
 
 
 def jax_step_fn(c, model, loss_fn, batch, init_args, frozen):
@@ -216,7 +216,14 @@ def transformer_flops(cfg, batch, frames, height, width, text_len) -> float:
 
 
 def main(argv=None):
-  args = parse_args(argv)
+  return measure(parse_args(argv))
+
+
+def measure(args, torch_first: bool = False) -> dict:
+  """Runs the steps, prints the table, returns the figures. The two backbones cannot run in
+  turns (each holds its model, gradients and optimizer state), so each is timed in a block; the
+  load average is printed with them. torch_first: the PyTorch step before the JAX ones (on a GPU
+  shared with JAX's allocator, which keeps what it has taken, the larger one goes first)."""
   from sem_repa_jax.jobs import finetune
   from sem_repa_jax.methods.semrepa import factory
   from sem_repa_jax.methods.semrepa.model import ALIGNMENT_PREFIXES
@@ -245,26 +252,53 @@ def main(argv=None):
         f"torch {args.device} ({torch.get_num_threads()} threads)")
   print(f"model FLOPs per step (fwd+bwd, matmuls): {flops / 1e9:.3f} GFLOP")
 
-  rows = []
-  jax_bb = jax_step_fn(c, model, backbone_loss_fn(model, c, ab), batch, init_args, frozen)
-  rows.append(("JAX backbone (L_t)", timed(jax_bb, args.steps)))
-  del jax_bb
-  torch_bb = torch_step_fn(args, cfg, batch, ab, optimizers.resolve_config(c.optimizer))
-  rows.append(("diffusers backbone (L_t)", timed(torch_bb, args.steps)))
-  del torch_bb
+  def jax_backbone():
+    return timed(jax_step_fn(c, model, backbone_loss_fn(model, c, ab), batch, init_args, frozen),
+                 args.steps)
+
+  def torch_backbone():
+    t = timed(torch_step_fn(args, cfg, batch, ab, optimizers.resolve_config(c.optimizer)),
+              args.steps)
+    if torch.cuda.is_available():
+      torch.cuda.empty_cache()
+    return t
+
+  rows = {}
+  for name, fn in ([("diffusers backbone (L_t)", torch_backbone), ("JAX backbone (L_t)", jax_backbone)]
+                   if torch_first else
+                   [("JAX backbone (L_t)", jax_backbone), ("diffusers backbone (L_t)", torch_backbone)]):
+    rows[name] = fn()
   if not args.no_full:
     full = jax_step_fn(c, model, finetune.make_loss_fn(model, c, ab), batch, init_args, frozen)
-    rows.append(("JAX SemanticREPA (L_t+L_S+L_ID)", timed(full, args.steps)))
+    rows["JAX SemanticREPA (L_t+L_S+L_ID)"] = timed(full, args.steps)
 
-  for name, sec in rows:
-    tflops = flops / sec / 1e12
+  print(harness.table(rows, baseline="diffusers backbone (L_t)", title="seconds per step (medians)"))
+  out = {"model_flops": flops, "config": f"{cfg.num_layers} layers, {cfg.num_attention_heads}x"
+         f"{cfg.attention_head_dim} heads, latents {args.batch}x{args.frames}x{args.height}x"
+         f"{args.width}, {args.text_len} text tokens, {args.dtype}, remat {args.remat}"}
+  for name, t in rows.items():
+    tflops = flops / t.median / 1e12
     mfu = f"   MFU {100 * tflops / args.peak_tflops:5.1f}%" if args.peak_tflops else ""
-    print(f"{name:32s} {sec:9.4f} s/step   {tflops:8.4f} TFLOP/s (backbone FLOPs){mfu}")
-  print(f"backbone step JAX/diffusers time ratio: {rows[0][1] / rows[1][1]:.2f}x "
-        f"(< 1: JAX faster)")
-  if len(rows) > 2:
-    print(f"full SemanticREPA step / JAX backbone step: {rows[2][1] / rows[0][1]:.2f}x "
+    print(f"{name:32s} {t.median:9.4f} s/step   {tflops:8.4f} TFLOP/s (backbone FLOPs){mfu}")
+    out[name] = {"step": t, "tflops": tflops}
+  jax_s, torch_s = rows["JAX backbone (L_t)"].median, rows["diffusers backbone (L_t)"].median
+  out["ratio_jax_over_diffusers"] = jax_s / torch_s
+  print(f"backbone step JAX/diffusers time ratio: {jax_s / torch_s:.2f}x (< 1: JAX faster)")
+  if not args.no_full:
+    full_s = rows["JAX SemanticREPA (L_t+L_S+L_ID)"].median
+    print(f"full SemanticREPA step / JAX backbone step: {full_s / jax_s:.2f}x "
           "(cost of the frozen SAM / IDM losses)")
+  return out
+
+
+def suite_entry(smoke: bool) -> dict:
+  """benchmarks/gpu_suite.py: the stage-2 backbone step at --real 2b (49x480x720, bf16, full remat),
+  2 timed steps per side, PyTorch first; MFU is taken by the suite against its measured peak.
+  The full SemanticREPA step is left out to fit the suite's 8 minutes. smoke: 1 layer, 2x16 heads,
+  2x8x8 latents, 1 step."""
+  argv = (["--layers", "1", "--heads", "2", "--head-dim", "16", "--frames", "2", "--height", "8",
+           "--width", "8", "--steps", "1"] if smoke else ["--real", "2b", "--steps", "2"])
+  return measure(parse_args(argv + ["--no-full"]), torch_first=True)
 
 
 if __name__ == "__main__":

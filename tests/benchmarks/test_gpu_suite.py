@@ -1,0 +1,62 @@
+"""benchmarks/gpu_suite.py --smoke on CPU: the same code the GPU run takes, at tiny shapes.
+
+The fast test runs a subset (`--only`): the measured matmul peak, the CogVideoX transformer entry
+(TFLOP/s and % of that peak), and a module that does not exist yet. The whole smoke (VAE decode,
+sampling and train step too: minutes on a loaded 2-core machine) runs in the slow test.
+"""
+import json
+
+import pytest
+
+from benchmarks import gpu_suite
+
+
+def _run(tmp_path, *argv):
+  out = tmp_path / "suite.json"
+  gpu_suite.main(["--smoke", "--out", str(out), *argv])
+  return json.loads(out.read_text())
+
+
+def test_smoke_subset_measures_peak_and_percent_of_it(tmp_path):
+  res = _run(tmp_path, "--only", "matmul_peak,cogvideox_transformer,svd_unet")
+  r = res["results"]
+  assert res["smoke"] and "load_average" in res["machine"]
+  assert r["matmul_peak"]["status"] == "ok" and r["matmul_peak"]["tflops"] > 0
+  fwd = r["cogvideox_transformer"]
+  assert fwd["status"] == "ok", fwd.get("traceback")
+  assert fwd["tokens"] == 2 * 4 * 4 + 8 and fwd["model_flops"] > 0   # 2x8x8 latents, 2x2 patches
+  assert fwd["pct_of_matmul_peak"] == pytest.approx(100 * fwd["tflops"] / r["matmul_peak"]["tflops"])
+  assert fwd["forward"]["n"] == 2 and fwd["forward"]["median_s"] > 0
+  assert r["svd_unet"] == {"status": "not available", "reason": "no module benchmarks/svd_unet.py",
+                           "wall_s": r["svd_unet"]["wall_s"]}
+
+
+def test_a_failing_entry_is_recorded_and_the_rest_run(tmp_path, monkeypatch):
+  def broken(smoke):
+    raise RuntimeError("no device memory")
+  monkeypatch.setattr(gpu_suite, "matmul_peak", broken)
+  r = _run(tmp_path, "--only", "matmul_peak,svd_vae")["results"]
+  assert r["matmul_peak"]["status"] == "error"
+  assert r["matmul_peak"]["error"] == "RuntimeError: no device memory"
+  assert r["svd_vae"]["status"] == "not available"
+
+
+def test_budget_skips_entries_not_started(tmp_path):
+  r = _run(tmp_path, "--only", "svd_unet,matmul_peak", "--budget-s", "-1")["results"]
+  assert all(row["status"] == "skipped" for row in r.values())
+
+
+def test_unknown_entry_is_a_usage_error(tmp_path):
+  with pytest.raises(SystemExit):
+    _run(tmp_path, "--only", "matmul_peek")
+
+
+@pytest.mark.slow
+def test_full_smoke_every_entry_runs(tmp_path):
+  r = _run(tmp_path)["results"]
+  for name in ("matmul_peak", "cogvideox_vae", "cogvideox_transformer", "sample_cogvideox",
+               "train_step"):
+    assert r[name]["status"] == "ok", (name, r[name].get("traceback"))
+  assert r["cogvideox_vae"]["compiled_bytes"] > 0
+  assert r["train_step"]["JAX backbone (L_t)"]["mfu_pct_of_matmul_peak"] > 0
+  assert r["sample_cogvideox"]["max_abs_diff"] < 1e-3
