@@ -1,7 +1,7 @@
 """benchmarks/gpu_suite.py --smoke on CPU: the same code the GPU run takes, at tiny shapes.
 
 The fast test runs a subset (`--only`): the measured matmul peak, the CogVideoX transformer entry
-(TFLOP/s and % of that peak), and a module that does not exist yet. The whole smoke (VAE decode,
+(TFLOP/s and % of that peak), the SVD U-Net entry, and an entry whose module does not exist. The whole smoke (VAE decode,
 sampling and train step too: minutes on a loaded 2-core machine) runs in the slow test.
 """
 import json
@@ -27,18 +27,31 @@ def test_smoke_subset_measures_peak_and_percent_of_it(tmp_path):
   assert fwd["tokens"] == 2 * 4 * 4 + 8 and fwd["model_flops"] > 0   # 2x8x8 latents, 2x2 patches
   assert fwd["pct_of_matmul_peak"] == pytest.approx(100 * fwd["tflops"] / r["matmul_peak"]["tflops"])
   assert fwd["forward"]["n"] == 2 and fwd["forward"]["median_s"] > 0
-  assert r["svd_unet"] == {"status": "not available", "reason": "no module benchmarks/svd_unet.py",
-                           "wall_s": r["svd_unet"]["wall_s"]}
+  assert r["svd_unet"]["status"] == "ok", r["svd_unet"].get("traceback")
+
+
+def _with_missing_entry(monkeypatch):
+  monkeypatch.setattr(gpu_suite, "MODULE_ENTRIES", gpu_suite.MODULE_ENTRIES + ("no_such_bench",))
+  monkeypatch.setattr(gpu_suite, "ENTRIES", gpu_suite.ENTRIES + ("no_such_bench",))
+
+
+def test_a_missing_module_is_not_available(tmp_path, monkeypatch):
+  _with_missing_entry(monkeypatch)
+  r = _run(tmp_path, "--only", "no_such_bench")["results"]
+  assert r["no_such_bench"] == {"status": "not available",
+                                "reason": "no module benchmarks/no_such_bench.py",
+                                "wall_s": r["no_such_bench"]["wall_s"]}
 
 
 def test_a_failing_entry_is_recorded_and_the_rest_run(tmp_path, monkeypatch):
   def broken(smoke):
     raise RuntimeError("no device memory")
   monkeypatch.setattr(gpu_suite, "matmul_peak", broken)
-  r = _run(tmp_path, "--only", "matmul_peak,svd_vae")["results"]
+  _with_missing_entry(monkeypatch)
+  r = _run(tmp_path, "--only", "matmul_peak,no_such_bench")["results"]
   assert r["matmul_peak"]["status"] == "error"
   assert r["matmul_peak"]["error"] == "RuntimeError: no device memory"
-  assert r["svd_vae"]["status"] == "not available"
+  assert r["no_such_bench"]["status"] == "not available"
 
 
 def test_budget_skips_entries_not_started(tmp_path):
