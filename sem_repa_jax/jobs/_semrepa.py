@@ -7,8 +7,8 @@ Config fields read here are documented in configs/semrepa.py.
 import os
 
 import jax
-import jax.numpy as jnp
 
+from sem_repa_jax.jobs import _records
 from sem_repa_jax.methods.semrepa import factory
 from sem_repa_jax.models.pretrained import save_pretrained
 from sem_repa_jax.training.checkpoint import restore_variables
@@ -19,31 +19,13 @@ ALIGNMENT_DIRNAME = "alignment_modules"
 
 
 def record_dataset(config, shard_index: int | None = None, shard_count: int | None = None):
-  """This process's shard of the annotated records: shuffled, repeated, batched, checkpointable,
-  read config.data.prefetch batches ahead.
-
-  Process i of n reads records i, i+n, i+2n, ... (in its own shuffled order) and yields
-  batch_size / n of them per step; the global batch of a step is the processes' batches in process
-  order. `shard_index`/`shard_count` (default: this process of jax.process_count()) name another
-  process's shard, e.g. to rebuild a multi-host run's global batches on one host."""
-  from data_pipelines import loader
-  d = config.data
-  if not d.records:
-    raise ValueError("config.data.records is empty: point it at the annotation output "
-                     "(<annotate workdir>/annotations/records) or a glob of *.array_record files")
-  shard_index, n = loader.process_shard(shard_index, shard_count)
-  if d.batch_size % n:
-    raise ValueError(f"config.data.batch_size={d.batch_size} (global) is not divisible by the "
-                     f"{n} processes")
-  source = loader.ClipRecordSource(d.records)
-  ds = loader.clip_dataset(source, seed=d.seed, batch_size=d.batch_size // n, num_epochs=None,
-                           shard_index=shard_index, shard_count=n,
-                           keys=list(BATCH_KEYS) + (["text_embeds"] if d.text_embeds else []))
-  return loader.Prefetched(ds.map(loader.numpy_batch), d.prefetch)
+  """This process's shard of the SemanticREPA records (jobs/_records.py), with text_embeds when
+  config.data.text_embeds."""
+  keys = list(BATCH_KEYS) + (["text_embeds"] if config.data.text_embeds else [])
+  return _records.record_dataset(config, keys, shard_index, shard_count)
 
 
-def example_batch(dataset):
-  return jax.tree.map(lambda x: jnp.zeros((1,) + x.shape[1:], x.dtype), dataset[0])
+example_batch = _records.example_batch
 
 
 def export_alignment_modules(config, state) -> str:

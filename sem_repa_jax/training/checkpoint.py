@@ -162,19 +162,24 @@ def restore_variables(workdir: str, step: int | None = None, ema: bool = False) 
   return step, jax.device_get(merge(trained, state["frozen"] or {}))
 
 
-def load_into(state, path: str, attr: str, submodule: str | None = None,
-              only: tuple[str, ...] | None = None):
-  """Fills `state.<attr>` ('params' or 'frozen') from a load_pretrained folder, straight into the
-  state's shardings. With `submodule`, saved 'col/x' fills 'col/<submodule>/x' (a converted
-  backbone inside a method's tree); without, names must match. `only`: the top-level modules
-  ('col/<module>/...') to fill, the others keep their values (e.g. the alignment modules into a
-  state whose frozen arrays also hold the backbone's buffers). Within the collections it fills,
-  every saved array must find its place with the same shape, and every place under the submodule
-  (or the `only` modules) must be filled."""
+def load_into(state, path: str, attr, submodule: str | None = None,
+              only: tuple[str, ...] | None = None, derive=None):
+  """Fills `state.<attr>` ('params' or 'frozen', or both as a tuple: a module whose trained and
+  frozen parameters are split, e.g. a U-Net fine-tuned in its attention layers only) from a
+  load_pretrained folder, straight into the state's shardings. With `submodule`, saved 'col/x'
+  fills 'col/<submodule>/x' (a converted backbone inside a method's tree); without, names must
+  match. `only`: the top-level modules ('col/<module>/...') to fill, the others keep their values
+  (e.g. the alignment modules into a state whose frozen arrays also hold the backbone's buffers).
+  Within the collections it fills, every saved array must find its place with the same shape, and
+  every place under the submodule (or the `only` modules) must be filled: `derive(name) -> saved
+  name or None` names, for a place the folder lacks, the saved array it starts as (e.g.
+  StableAnimator's new adapter projections as copies of to_k / to_v), and the result is logged."""
   import jax
+  from absl import logging
   from flax import traverse_util
   from sem_repa_jax.models.pretrained import load_pretrained
-  flat = traverse_util.flatten_dict(dict(getattr(state, attr)), sep="/")
+  attrs = (attr,) if isinstance(attr, str) else tuple(attr)
+  flats = {a: traverse_util.flatten_dict(dict(getattr(state, a)), sep="/") for a in attrs}
 
   def saved_name(k):
     if only is not None and k.split("/")[1] not in only:
@@ -183,17 +188,19 @@ def load_into(state, path: str, attr: str, submodule: str | None = None,
       return k
     col, name, rest = (k.split("/", 2) + ["", ""])[:3]
     return f"{col}/{rest}" if name == submodule else None
-  places = {saved_name(k): k for k in flat if saved_name(k) is not None}
+  places = {saved_name(k): (a, k) for a in attrs for k in flats[a] if saved_name(k) is not None}
   collections = {name.split("/")[0] for name in places}
   elsewhere = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  where = f"{'+'.join(attrs)}{'/' + submodule if submodule else ''}"
 
   def sharding_of(name, shape):
     if name.split("/")[0] not in collections:
       return elsewhere          # another collection of the folder (loaded into the other attr)
     if name not in places:
       raise ValueError(f"{path}: saved array {name!r} {shape} has no place in this model "
-                       f"({attr}{'/' + submodule if submodule else ''})")
-    target = flat[places[name]]
+                       f"({where})")
+    a, k = places[name]
+    target = flats[a][k]
     if tuple(target.shape) != tuple(shape):
       raise ValueError(f"{path}: saved {name!r} has shape {tuple(shape)}, the model expects "
                        f"{tuple(target.shape)}")
@@ -201,11 +208,20 @@ def load_into(state, path: str, attr: str, submodule: str | None = None,
   _, loaded = load_pretrained(path, sharding=sharding_of)
   loaded = traverse_util.flatten_dict(dict(loaded), sep="/")
   missing = sorted(set(places) - set(loaded))
+  derived = {m: derive(m) for m in missing} if derive is not None else {}
+  derived = {m: s for m, s in derived.items() if s is not None and s in loaded}
+  missing = [m for m in missing if m not in derived]
   if missing:
     raise ValueError(f"{path} lacks {len(missing)} arrays this model needs, e.g. {missing[:5]}")
-  for name, k in places.items():  # (arrays of other collections are dropped here)
-    flat[k] = loaded[name].astype(flat[k].dtype)
-  return state.replace(**{attr: traverse_util.unflatten_dict(flat, sep="/")})
+  if derived:
+    logging.info("%s: %d arrays the folder lacks start as copies of others, e.g. %s <- %s", path,
+                 len(derived), *next(iter(derived.items())))
+  for name, (a, k) in places.items():  # (arrays of other collections are dropped here)
+    source = loaded[derived.get(name, name)]
+    if name in derived:
+      source = jax.device_put(source, flats[a][k].sharding)
+    flats[a][k] = source.astype(flats[a][k].dtype)
+  return state.replace(**{a: traverse_util.unflatten_dict(flats[a], sep="/") for a in attrs})
 
 
 def _shapes(tree) -> dict:

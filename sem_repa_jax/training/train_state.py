@@ -4,6 +4,7 @@ Frozen modules (SemanticREPA stage 2 keeps two alignment modules fixed) live in 
 saved and sharded with the state, reach the loss through `merge`, and get neither gradients nor
 optimizer moments.
 """
+import fnmatch
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -55,6 +56,32 @@ def split(variables, frozen_prefixes=()) -> tuple[dict, dict]:
   frozen = {k: v for k, v in flat.items() if is_frozen(k)}
   return (traverse_util.unflatten_dict(trained, sep="/"),
           traverse_util.unflatten_dict(frozen, sep="/"))
+
+
+def frozen_outside(variables, trainable) -> tuple[str, ...]:
+  """The frozen_prefixes (for `split`) that leave trained exactly the leaves whose '/'-joined path
+  matches one of the fnmatch patterns `trainable` ('*' crosses '/'): the largest subtrees without
+  such a leaf, so the list stays short. e.g. StableAnimator's official trainable set
+  ('params/pose_net/*', 'params/face_encoder/*', 'params/unet/*attentions_*').
+  A pattern that matches nothing is an error (a typo would silently freeze a module)."""
+  flat = traverse_util.flatten_dict(dict(variables), sep="/")
+  patterns = tuple(trainable)
+  unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(k, p) for k in flat)]
+  if unmatched:
+    raise ValueError(f"trainable pattern(s) {unmatched} match no variable; variables start with "
+                     f"{sorted({'/'.join(k.split('/')[:2]) for k in flat})}")
+  trained = [k.split("/") for k in flat if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+  holds_trained = {"/".join(parts[:i]) for parts in trained for i in range(1, len(parts) + 1)}
+  prefixes = []
+
+  def walk(node, path):
+    if path and path not in holds_trained:
+      prefixes.append(path)
+    elif isinstance(node, dict):
+      for name, child in node.items():
+        walk(child, f"{path}/{name}" if path else name)
+  walk(traverse_util.unflatten_dict(flat, sep="/"), "")
+  return tuple(prefixes)
 
 
 def merge(trained, frozen) -> dict:
