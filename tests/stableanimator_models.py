@@ -1,0 +1,58 @@
+"""Tiny random StableAnimator networks as users download them, for the training tests: the torch
+references of tests/methods (the official PoseNet and FusionFaceId, a diffusers SVD U-Net with the
+official ID adapter processors), randomized, saved as pose_net.pth / face_encoder.pth / unet.pth
+(+ the unet config folder), converted through the CLI, and the job config that trains from them."""
+import ml_collections
+import torch
+
+from configs import stableanimator
+from tests import parity
+from tests.methods.test_stableanimator_modules import TorchFusionFaceId, TorchPoseNet
+from tests.methods.test_stableanimator_unet import stableanimator_unet
+from tests.models.test_svd_unet import TINY
+
+WIDTH = 128        # context width = CLIP width = face token width (2 perceiver heads of 64)
+ID_DIM = 16
+UNET = dict(TINY, cross_attention_dim=WIDTH)
+LATENT, FRAMES, SIDE = 4, 2, 8       # latents (F, 8, 8, 4); pose images 64x64 (PoseNet /8)
+
+
+def torch_models():
+  """(unet, pose_net, face_encoder), eval mode, every weight redrawn."""
+  torch.manual_seed(0)
+  unet = parity.randomize(stableanimator_unet(**UNET).eval(), seed=3)
+  pose = parity.randomize(TorchPoseNet(out_channels=UNET["block_out_channels"][0]).eval(), seed=1,
+                          gain=2.0)
+  face = parity.randomize(TorchFusionFaceId(dim=WIDTH, id_dim=ID_DIM, clip_dim=WIDTH).eval(),
+                          seed=2)
+  return unet, pose, face
+
+
+def convert_all(root, models):
+  """The three saved as the official .pth files under ROOT and converted; {field: folder}."""
+  unet, pose, face = models
+  unet.save_config(str(root / "unet_config"))
+  dirs = {}
+  for name, model, kind, extra in (("unet", unet, "svd-unet", root / "unet_config" / "config.json"),
+                                   ("pose_net", pose, "pose-net", None),
+                                   ("face_encoder", face, "face-encoder", None)):
+    src = root / f"{name}.pth"
+    torch.save(model.state_dict(), src)
+    dirs[f"{name}_dir"] = parity.convert(kind, src, root / name, config=extra)
+  return dirs
+
+
+def training_config(workdir, dirs=None, records="", steps=2):
+  c = stableanimator.get_config()
+  c.workdir = str(workdir)
+  c.data.records = records
+  c.data.prefetch = 0
+  c.train.num_steps = steps
+  c.progress_bar = False
+  c.log_every_steps = 1
+  c.checkpoint.async_save = False
+  for field, path in (dirs or {}).items():
+    c.model[field] = path
+  c.model.face_encoder = ml_collections.ConfigDict(dict(id_embeddings_dim=ID_DIM,
+                                                        proj_hidden_dim=2 * ID_DIM))
+  return c
