@@ -47,6 +47,8 @@ def training_config(workdir, dirs=None, records="", steps=2):
   c.workdir = str(workdir)
   c.data.records = records
   c.data.prefetch = 0
+  c.data.batch_size = 4           # the 8 simulated devices: 2 data x 2 fsdp x 2 tensor
+  c.mesh.shape = (2, 2, 2)
   c.train.num_steps = steps
   c.progress_bar = False
   c.log_every_steps = 1

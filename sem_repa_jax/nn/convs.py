@@ -57,8 +57,8 @@ class Conv2D(nn.Module):
                                      kernel.astype(self.dtype), (self.strides,) * 2,
                                      self._padding(), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
-      bias = param(self, "bias", nn.initializers.zeros, (self.features,), ("conv_out",),
-                   self.param_dtype)
+      bias = param(self, "bias", nn.initializers.zeros, (self.features,),
+                   (self.kernel_axes[-1],), self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y.reshape(*lead, *y.shape[1:])
 

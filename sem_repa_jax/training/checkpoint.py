@@ -218,8 +218,8 @@ def load_into(state, path: str, attr, submodule: str | None = None,
                  len(derived), *next(iter(derived.items())))
   for name, (a, k) in places.items():  # (arrays of other collections are dropped here)
     source = loaded[derived.get(name, name)]
-    if name in derived:
-      source = jax.device_put(source, flats[a][k].sharding)
+    if name in derived:  # a copy of its own: a train step donates every array once
+      source = jax.device_put(jax.numpy.array(source, copy=True), flats[a][k].sharding)
     flats[a][k] = source.astype(flats[a][k].dtype)
   return state.replace(**{a: traverse_util.unflatten_dict(flats[a], sep="/") for a in attrs})
 

@@ -66,9 +66,8 @@ def test_stage2_trains_only_the_transformer_and_resumes_exactly(records, stage1,
 
 
 def test_stage2_sharded_step_equals_unsharded(records, stage1):
-  from sem_repa_jax.training import loop, mesh as mesh_lib, optimizers, sharding
-  from sem_repa_jax.training.train_state import make_train_state
   from sem_repa_jax.methods.semrepa.model import ALIGNMENT_PREFIXES
+  from tests.sharded_step import assert_mesh_step_matches_single_device
   c = _config(records, "/unused", "finetune", 1)
   model = factory.build(**factory.module_kwargs(c, with_backbone=True))
   loss_fn = finetune.make_loss_fn(model, c, factory.alphas_cumprod(c))
@@ -76,20 +75,8 @@ def test_stage2_sharded_step_equals_unsharded(records, stage1):
   z = jnp.asarray(batch["video_latents"][:1])
   x = finetune.model_input(z, jnp.asarray(batch["image_latents"][:1]), jnp.ones((1,), bool))
   init_args = (z, jnp.zeros((1,), jnp.int32), x, None, None)
-  tx, schedule = optimizers.make_optimizer(c.optimizer)
-  rules = sharding.axis_rules(c)
-  results = []
-  for shape, devices in (((1, 1, 1), jax.devices()[:1]), ((2, 4, 1), jax.devices())):
-    c.mesh.shape = shape
-    mesh = mesh_lib.make_mesh(c, devices=devices)
-    abstract, init = make_train_state(model.init, jax.random.key(0), *init_args, tx=tx, mesh=mesh,
-                                      rules=rules, rng=1, frozen_prefixes=ALIGNMENT_PREFIXES)
-    step = loop.compile_train_step(loop.make_train_step(loss_fn, schedule), abstract, mesh, rules)
-    state, metrics = step(init(), sharding.shard_batch(batch, mesh, rules))
-    results.append((jax.device_get(state.params), float(metrics["loss"])))
-  np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-5)
-  for x, y in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=2e-6)
+  assert_mesh_step_matches_single_device(c, model.init, init_args, loss_fn, batch,
+                                         frozen=ALIGNMENT_PREFIXES, mesh_shape=(2, 4, 1), atol=2e-6)
 
 
 def test_stage2_starts_from_an_exported_backbone(records, stage1, tmp_path):

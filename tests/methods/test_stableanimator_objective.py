@@ -153,3 +153,23 @@ def test_objective_config_checks():
     ObjectiveConfig(conditioning_dropout=0.5)
   with pytest.raises(ValueError, match="sigma_density 'uniform'"):
     ObjectiveConfig(sigma_density="uniform")
+
+
+def test_alignment_gradient_is_finite_for_a_dropped_clip_token():
+  """A zero main output (the CLIP token dropped) has zero std: the gradient there is torch's 0,
+  not NaN, so the 20 % of rows without CLIP token train (and the ID branch gets no gradient)."""
+  from sem_repa_jax.nn.attention_layers import align_distribution
+  r = np.random.default_rng(0)
+  extra = jnp.asarray(r.standard_normal((2, 6, 2, 4)), jnp.float32)
+  main = jnp.asarray(r.standard_normal((2, 6, 2, 4)), jnp.float32).at[0].set(0.0)
+  g_e, g_m = jax.grad(lambda e, m: jnp.sum(align_distribution(e, m) ** 2), (0, 1))(extra, main)
+  te = torch.tensor(np.asarray(extra), requires_grad=True)
+  tm = torch.tensor(np.asarray(main), requires_grad=True)
+  dims = (1, 2, 3)
+  out = ((te - te.mean(dims, keepdim=True)) * (tm.std(dims, keepdim=True)
+                                                / (te.std(dims, keepdim=True) + 1e-5))
+         + tm.mean(dims, keepdim=True))
+  (out ** 2).sum().backward()
+  assert np.all(np.isfinite(np.asarray(g_m)))
+  np.testing.assert_allclose(np.asarray(g_e), te.grad.numpy(), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(g_m), tm.grad.numpy(), rtol=1e-5, atol=1e-5)

@@ -61,14 +61,16 @@ class PoseNet(nn.Module):
       raise ValueError(f"PoseNet: pose images {pose.shape[-3]}x{pose.shape[-2]} are not "
                        f"multiples of {c.compression} (the latent grid)")
     x = pose.astype(self.dtype)
+    # Replicated: 0.3 M parameters, and widths such as 3 that no tensor axis divides.
+    axes = dict(kernel_axes=(None, None, None, None))
     for i, (width, down) in enumerate(zip(c.widths, c.downsample)):
       x = Conv2D(width, (4, 4) if down else (3, 3), strides=2 if down else 1, padding=1,
                  kernel_init=_HE_NORMAL, dtype=self.dtype, param_dtype=self.param_dtype,
-                 name=f"conv_layers_{2 * i}")(x)
+                 name=f"conv_layers_{2 * i}", **axes)(x)
       x = nn.silu(x)
     # Zero-initialized (and scale 2.0) as the official: a new PoseNet leaves the U-Net unchanged.
     x = Conv2D(c.out_channels, (1, 1), padding=0, kernel_init=nn.initializers.zeros,
-               dtype=self.dtype, param_dtype=self.param_dtype, name="final_proj")(x)
+               dtype=self.dtype, param_dtype=self.param_dtype, name="final_proj", **axes)(x)
     scale = param(self, "scale", nn.initializers.constant(2.0), (1,), (None,), self.param_dtype)
     x = x * scale.astype(self.dtype)
     return nn.with_logical_constraint(x, VIDEO_AXES) if x.ndim == 5 else x
