@@ -168,3 +168,31 @@ def test_sharded_step_equals_unsharded(setup):
   assert_mesh_step_matches_single_device(c, model.init, args, loss_fn, batch, frozen=frozen,
                                          mesh_shape=(2, 2, 2), atol=5e-6,
                                          prepare=train_animator.prepare_state_fn(c))
+
+
+def test_trains_through_main_with_a_quiet_console(setup, tmp_path):
+  """`python -m sem_repa_jax.main --config configs/stableanimator.py` as a user runs it, on one
+  device: two steps, every loss term logged and finite, a checkpoint and the export written, and
+  the console shows the job's lines, not library chatter."""
+  import subprocess
+  import sys
+  root, records, _, dirs = setup
+  workdir = tmp_path / "run"
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  args = [sys.executable, "-m", "sem_repa_jax.main", "--config", "configs/stableanimator.py",
+          f"--config.workdir={workdir}", f"--config.data.records={records}",
+          "--config.data.prefetch=0", "--config.train.num_steps=2", "--config.progress_bar=False",
+          "--config.log_every_steps=1", "--config.checkpoint.async_save=False"]
+  args += [f"--config.model.{field}={path}" for field, path in dirs.items()]
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  r = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  metrics = _metrics(workdir)
+  assert [m["step"] for m in metrics] == [1, 2]
+  for m in metrics:
+    assert all(np.isfinite(m[k]) for k in ("loss", "edm_loss", "face_loss"))
+  assert _restore(workdir)[0] == 2
+  assert sorted(os.listdir(workdir / "export")) == ["face_encoder", "pose_net", "unet"]
+  console = r.stdout + r.stderr
+  assert "orbax" not in console.lower() and "absl" not in console.lower(), console[-2000:]
