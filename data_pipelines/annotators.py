@@ -248,6 +248,17 @@ class FaceWeightMasks:
     return {"face_weight_masks": small.astype(np.uint8)}
 
 
+def check_mask_grid(encode_video: Callable, spec) -> None:
+  """Raises ValueError unless face_weight_masks (H / mask_stride, W / mask_stride) lie on the
+  latent grid of encode_video (one frame of zeros is encoded to see it)."""
+  h, w = spec.height // spec.mask_stride, spec.width // spec.mask_stride
+  lat = np.shape(encode_video(np.zeros((1, spec.height, spec.width, 3), np.float32)))
+  if tuple(lat[1:3]) != (h, w):
+    raise ValueError(f"annotate.mask_stride={spec.mask_stride}: face_weight_masks would be "
+                     f"{h}x{w}, but the latents of {spec.height}x{spec.width} frames are "
+                     f"{lat[1]}x{lat[2]}; set it to the VAE's spatial compression")
+
+
 @dataclasses.dataclass(frozen=True)
 class PoseImages:
   """Skeleton images uint8 (F, H, W, 3) at the clip's size: ROOT/poses/<id>/poses/frame_<i>.png

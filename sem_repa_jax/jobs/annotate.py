@@ -104,8 +104,12 @@ def run(config) -> None:
                            resize_mode=d.resize_mode, start=d.start, disparity=a.disparity,
                            mask_stride=a.mask_stride, seed=a.noise_seed)
   out = a.output_dir or os.path.join(config.workdir, "annotations")
+  teachers = _teachers(config)
+  chosen = annotators.for_method(a.method, teachers)
+  if "face_weight_masks" in annotate.annotated_fields(chosen):
+    annotators.check_mask_grid(teachers.encode_video, spec)
   summary = annotate.annotate_dataset(
-      root, out, spec, annotators.for_method(a.method, _teachers(config)),
+      root, out, spec, chosen,
       shard_index=shard_index, shard_count=shard_count, split=d.split or None,
       progress=bar("annotate"), reannotate=a.reannotate)
   logging.info("annotation shard %d/%d: %s", shard_index, shard_count, summary)

@@ -198,3 +198,13 @@ def test_manifest_layout_draws_poses_from_keypoints_and_keeps_the_identity_raw(l
     kp = poses_annotate.synthetic_clip_keypoints(layout.faces_path(manifest, e.clip_id))
     want = video.resize_frames(draw.draw_poses(kp, h, w), SPEC.height, SPEC.width)
     np.testing.assert_array_equal(r["pose_images"], want)
+
+
+def test_masks_off_the_latent_grid_are_refused_before_annotating(tmp_path, models):
+  from sem_repa_jax.jobs import annotate as annotate_job
+  c = _job_config(tmp_path, models)
+  c.annotate.mask_stride = 4
+  with pytest.raises(ValueError, match=r"mask_stride=4: face_weight_masks would be 8x12, but the "
+                                       r"latents of 32x48 frames are 4x6"):
+    annotate_job.run(c)
+  assert not os.path.exists(os.path.join(c.workdir, "annotations"))
