@@ -2,7 +2,8 @@
 
 Frames are uint8 (F, H, W, 3) RGB on the way in and out of files; `to_model_range` maps them to the
 [-1, 1] float32 pixels the models take. Decoding uses PyAV; OpenCV is the fallback when PyAV is not
-installed. Every failure a user can cause raises `VideoError` naming the file.
+installed. A folder of frame_<i>.png images (`read_frame_folder`) is read as a video's frames.
+Every failure a user can cause raises `VideoError` naming the file.
 """
 import dataclasses
 import os
