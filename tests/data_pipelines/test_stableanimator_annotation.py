@@ -115,28 +115,38 @@ def test_a_bad_official_layout_is_a_one_line_error(tmp_path, damage, message):
   assert "\n" not in str(e.value) and str(root) in str(e.value)
 
 
-def _job_config(tmp_path, models, **data):
+def _job_overrides(tmp_path, models) -> dict:
+  """configs/annotate_stableanimator.py overrides for 3 synthetic clips and the tiny models."""
+  return {"workdir": str(tmp_path / "run"), "progress_bar": False,
+          "seed": 2,     # its clips: rec with a face in the reference, rec without one, vec
+          "data.root": str(tmp_path / "syn"), "data.synthetic_clips": 3, "data.num_frames": 5,
+          "data.height": SPEC.height, "data.width": SPEC.width,
+          "data.synthetic_height": SPEC.height, "data.synthetic_width": SPEC.width,
+          **{f"annotate.{k}": v for k, v in models.items()}}
+
+
+def _job_config(tmp_path, models):
   from configs import annotate_stableanimator
   c = annotate_stableanimator.get_config()
-  c.workdir, c.progress_bar = str(tmp_path / "run"), False
-  c.seed = 2     # its clips: rec with a face in the reference, rec without one, vec
-  c.data.root = str(tmp_path / "syn")
-  c.data.synthetic_clips, c.data.num_frames = 3, 5
-  c.data.height, c.data.width = SPEC.height, SPEC.width
-  c.data.synthetic_height, c.data.synthetic_width = SPEC.height, SPEC.width
-  for k, v in data.items():
-    c.data[k] = v
-  for k, v in models.items():
-    c.annotate[k] = v
+  for k, v in _job_overrides(tmp_path, models).items():
+    *path, leaf = k.split(".")
+    node = c
+    for p in path:
+      node = node[p]
+    node[leaf] = v
   return c
 
 
-def test_annotate_job_writes_stableanimator_records_that_train_batches_load(tmp_path, models):
+def test_annotate_command_writes_stableanimator_records_that_train_batches_load(tmp_path,
+                                                                              models):
   from sem_repa_jax.jobs import _records
   from sem_repa_jax.jobs import annotate as annotate_job
   from sem_repa_jax.methods.stableanimator.objective import BATCH_FIELDS
+  from tests.test_main import _main
   c = _job_config(tmp_path, models)
-  annotate_job.run(c)
+  r = _main(["--config", "configs/annotate_stableanimator.py"]
+            + [f"--config.{k}={v}" for k, v in _job_overrides(tmp_path, models).items()], tmp_path)
+  assert r.returncode == 0, r.stderr[-2000:]
   out = os.path.join(c.workdir, "annotations")
   recs = _decoded(out)
   assert len(recs) == 3 and {k[:3] for k in recs} <= {"rec", "vec"}
