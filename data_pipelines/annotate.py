@@ -53,22 +53,35 @@ class Clip:
   # producer.
   shared: dict = dataclasses.field(default_factory=dict)
 
+  def frame_indices(self, length: int, what: str) -> np.ndarray:
+    """Which rows of a per-frame teacher input of `length` rows (the video's or the clip's
+    length) are the sampled frames."""
+    idx, n = self.indices, self.spec.num_frames
+    if length > idx[-1]:
+      return idx
+    if length == n:
+      return np.arange(n)
+    raise AnnotationError(f"{what}: has {length} frames; expected the video's frame count "
+                          f"(> {idx[-1]}) or the clip's {n}")
+
   def select_frames(self, arr: np.ndarray, what: str) -> np.ndarray:
     """The sampled frames of a per-frame teacher input of the video's or the clip's length."""
-    idx, n = self.indices, self.spec.num_frames
-    if len(arr) > idx[-1]:
-      return arr[idx]
-    if len(arr) == n:
-      return arr
-    raise AnnotationError(f"{what}: has {len(arr)} frames; expected the video's frame count "
-                          f"(> {idx[-1]}) or the clip's {n}")
+    return arr[self.frame_indices(len(arr), what)]
 
 
 def read_clip(entry: layout.ClipEntry, root: str, spec: ClipSpec) -> Clip:
-  info = video.probe(entry.path)
-  idx = video.sample_indices(info.fps, spec.num_frames, spec.fps, spec.start, info.num_frames,
-                             name=entry.path)
-  raw = video.read_frames(entry.path, idx)
+  """The clip's frames from its video, or from its frames folder (frame_<i>.png, as the
+  official StableAnimator layout holds them), whose frames are consecutive at spec.fps."""
+  if os.path.isdir(entry.path):
+    n = len(video.frame_files(entry.path))
+    idx = video.sample_indices(spec.fps, spec.num_frames, spec.fps, spec.start, n,
+                               name=entry.path)
+    raw = video.read_frame_folder(entry.path, idx)
+  else:
+    info = video.probe(entry.path)
+    idx = video.sample_indices(info.fps, spec.num_frames, spec.fps, spec.start, info.num_frames,
+                               name=entry.path)
+    raw = video.read_frames(entry.path, idx)
   frames = video.resize_frames(raw, spec.height, spec.width, spec.resize_mode)
   return Clip(entry, root, spec, idx, raw.shape[1:3], frames)
 

@@ -7,6 +7,12 @@ frames and the teacher it was given.
   FaceEmbeds     face_embeds, face_present     ArcFace (or the faces file's identity), L2-normalized
   FaceBoxes      face_boxes, face_masks        the face track's boxes, mask coverage per cell
   TextEmbeds     text_embeds                   encode_text(caption)
+StableAnimator's (the reference is the clip's first frame):
+  ReferenceLatents  reference_latents          encode_video(reference + N(0, 0.02^2) pixel noise)
+  ClipEmbeds        clip_embeds                encode_image(reference): CLIP image_embeds
+  IdEmbeds          id_embeds                  ArcFace of the reference's face, raw (not normalized)
+  PoseImages        pose_images                skeleton images (ROOT/poses/<id>/: drawn, or keypoints)
+  FaceWeightMasks   face_weight_masks          filled face boxes (all ones without a face), latent size
 
 `ANNOTATORS` maps each field to its annotator; `for_fields(fields, teachers)` builds the ones a set
 of fields needs, and `for_method(method, teachers)` those of a method's fields
@@ -15,6 +21,7 @@ its `fields`, in order (the record keeps that order); annotate.Clip carries the 
 are named after the Teachers fields they take (plus `faces`, the clip's shared FaceSource).
 """
 import dataclasses
+import os
 import zlib
 from typing import Callable, ClassVar, Optional
 
@@ -24,7 +31,11 @@ from data_pipelines import depth as depth_lib
 from data_pipelines import faces as faces_lib
 from data_pipelines import layout, records, video
 from data_pipelines.annotate import AnnotationError, Clip
+from data_pipelines.poses import annotate as poses_annotate
+from data_pipelines.poses import draw
+from data_pipelines.poses.keypoints import load_keypoints
 from sem_repa_jax.eval.colorize import colorize_depth
+from sem_repa_jax.models.encoders.face_embed import FaceTrack
 
 
 @dataclasses.dataclass
@@ -40,6 +51,8 @@ class Teachers:
   depth: Optional[Callable] = None
   # caption -> (L, D) array; None: no text_embeds key.
   encode_text: Optional[Callable] = None
+  # image (H,W,3) in [-1,1] -> (D,) CLIP image embedding (teachers.clip_image_encoder).
+  encode_image: Optional[Callable] = None
 
 
 def clip_seed(seed: int, clip_id: str) -> np.random.Generator:
@@ -49,6 +62,12 @@ def clip_seed(seed: int, clip_id: str) -> np.random.Generator:
 
 def _latents(encode_video, x) -> np.ndarray:
   return np.asarray(encode_video(x), np.float32)
+
+
+def _noisy_first_frame(clip: Clip, sigma: float, rng: np.random.Generator) -> np.ndarray:
+  """The clip's first frame (1, H, W, 3) in [-1, 1] plus sigma * N(0, 1) pixel noise."""
+  x = video.to_model_range(clip.frames[:1])
+  return x + sigma * rng.standard_normal(x.shape).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +123,35 @@ class ImageLatents:
   def __call__(self, clip: Clip) -> dict:
     rng = clip_seed(clip.spec.seed, clip.entry.clip_id)
     sigma = float(np.exp(rng.normal(-3.0, 0.5)))
-    x = video.to_model_range(clip.frames[:1])
-    first = x + sigma * rng.standard_normal(x.shape).astype(np.float32)
+    first = _noisy_first_frame(clip, sigma, rng)
     return {"image_latents": _latents(self.encode_video, first), "image_noise_sigma": sigma}
+
+
+REFERENCE_NOISE = 0.02   # the official noise augmentation of the reference (and added_time_ids')
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceLatents:
+  """StableAnimator's reference latent (h, w, c): the first frame plus REFERENCE_NOISE pixel
+  noise (drawn from `clip_seed`), encoded as the video latents (scaled; the objective unscales)."""
+  encode_video: Callable
+  fields: ClassVar = ("reference_latents",)
+
+  def __call__(self, clip: Clip) -> dict:
+    rng = clip_seed(clip.spec.seed, clip.entry.clip_id)
+    ref = _noisy_first_frame(clip, REFERENCE_NOISE, rng)
+    return {"reference_latents": _latents(self.encode_video, ref)[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipEmbeds:
+  """The CLIP image embedding (D,) of the reference (the first frame), without noise."""
+  encode_image: Callable
+  fields: ClassVar = ("clip_embeds",)
+
+  def __call__(self, clip: Clip) -> dict:
+    image = video.to_model_range(clip.frames[0])
+    return {"clip_embeds": np.asarray(self.encode_image(image), np.float32)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,19 +163,41 @@ class FaceEmbeds:
   fields: ClassVar = ("face_embeds", "face_present")
 
   def __call__(self, clip: Clip) -> dict:
-    f = self.faces(clip)
-    present = np.asarray(f.track.present, bool)
-    if self.embed_faces is not None:
-      embeds, ok = self.embed_faces(clip.frames, f.track)
-      embeds, present = np.asarray(embeds, np.float32), present & np.asarray(ok, bool)
-    elif f.identity is not None:
-      embeds = np.tile(f.identity.astype(np.float32)[None], (clip.spec.num_frames, 1))
-    else:
-      raise AnnotationError(f"clip {clip.entry.clip_id}: no face embedder and no 'identity' in "
-                            f"{f.file}")
+    embeds, present = _track_embeddings(clip, self.faces, self.embed_faces, clip.spec.num_frames)
     norm = np.linalg.norm(embeds, axis=-1, keepdims=True)
     embeds = np.where(present[:, None], embeds / np.maximum(norm, 1e-12), 0).astype(np.float32)
     return {"face_embeds": embeds, "face_present": present}
+
+
+def _track_embeddings(clip: Clip, faces: faces_lib.FaceSource, embed_faces, frames: int):
+  """(embeds (frames, D) float32, present (frames,)) of the face track's first `frames` frames:
+  embed_faces' (present where tracked and embedded), else the faces file's identity."""
+  f = faces(clip)
+  t = f.track
+  track = FaceTrack(t.boxes[:frames], t.present[:frames],
+                    None if t.landmarks is None else t.landmarks[:frames])
+  present = np.asarray(track.present, bool)
+  if embed_faces is not None:
+    embeds, ok = embed_faces(clip.frames[:frames], track)
+    return np.asarray(embeds, np.float32), present & np.asarray(ok, bool)
+  if f.identity is not None:
+    return np.tile(f.identity.astype(np.float32)[None], (frames, 1)), present
+  raise AnnotationError(f"clip {clip.entry.clip_id}: no face embedder and no 'identity' in "
+                        f"{f.file}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IdEmbeds:
+  """StableAnimator's face embedding (D,): the reference's (first frame's) face of the face track,
+  embedded as FaceEmbeds does but raw, not L2-normalized (the official antelopev2 `embedding`);
+  zeros when the reference has no face."""
+  faces: faces_lib.FaceSource
+  embed_faces: Optional[Callable] = None
+  fields: ClassVar = ("id_embeds",)
+
+  def __call__(self, clip: Clip) -> dict:
+    embeds, present = _track_embeddings(clip, self.faces, self.embed_faces, 1)
+    return {"id_embeds": np.where(present[0], embeds[0], 0).astype(np.float32)}
 
 
 def _coverage(masks: np.ndarray, stride: int) -> np.ndarray:
@@ -154,6 +221,73 @@ class FaceBoxes:
     return {"face_boxes": boxes, "face_masks": _coverage(masks, s.mask_stride)}
 
 
+def nearest_downsample(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+  """(F, H, W) -> (F, height, width) by nearest neighbour, as torch's F.interpolate(mode='nearest'):
+  output pixel i takes input pixel floor(i * H / height)."""
+  h, w = masks.shape[1:3]
+  rows = np.floor(np.arange(height) * (h / height)).astype(np.int64)
+  cols = np.floor(np.arange(width) * (w / width)).astype(np.int64)
+  return masks[:, rows][:, :, cols]
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceWeightMasks:
+  """StableAnimator's loss mask M, uint8 0/1 (F, H / mask_stride, W / mask_stride): each frame's
+  face box of the track filled, the whole frame where no face was found (the official then
+  up-weights every pixel), nearest-downsampled to the latent grid (mask_stride = the VAE's spatial
+  compression)."""
+  faces: faces_lib.FaceSource
+  fields: ClassVar = ("face_weight_masks",)
+
+  def __call__(self, clip: Clip) -> dict:
+    f, s = self.faces(clip), clip.spec
+    present = np.asarray(f.track.present, bool)
+    masks = faces_lib.box_masks(f.track.boxes, present, s.height, s.width)
+    masks[~present] = True
+    small = nearest_downsample(masks, s.height // s.mask_stride, s.width // s.mask_stride)
+    return {"face_weight_masks": small.astype(np.uint8)}
+
+
+def check_mask_grid(encode_video: Callable, spec) -> None:
+  """Raises ValueError unless face_weight_masks (H / mask_stride, W / mask_stride) lie on the
+  latent grid of encode_video (one frame of zeros is encoded to see it)."""
+  h, w = spec.height // spec.mask_stride, spec.width // spec.mask_stride
+  lat = np.shape(encode_video(np.zeros((1, spec.height, spec.width, 3), np.float32)))
+  if tuple(lat[1:3]) != (h, w):
+    raise ValueError(f"annotate.mask_stride={spec.mask_stride}: face_weight_masks would be "
+                     f"{h}x{w}, but the latents of {spec.height}x{spec.width} frames are "
+                     f"{lat[1]}x{lat[2]}; set it to the VAE's spatial compression")
+
+
+@dataclasses.dataclass(frozen=True)
+class PoseImages:
+  """Skeleton images uint8 (F, H, W, 3) at the clip's size: ROOT/poses/<id>/poses/frame_<i>.png
+  when they are there, else drawn (poses/draw.py, StableAnimator's style) from
+  ROOT/poses/<id>/keypoints.npz at the video's frame size; sampled and resized as the frames."""
+  fields: ClassVar = ("pose_images",)
+
+  def __call__(self, clip: Clip) -> dict:
+    s, cid = clip.spec, clip.entry.clip_id
+    proot = layout.poses_root(clip.root)
+    folder, kfile = poses_annotate.poses_dir(proot, cid), poses_annotate.keypoints_file(proot, cid)
+    if os.path.isdir(folder) and any(video.FRAME_FILE.fullmatch(f) for f in os.listdir(folder)):
+      files = video.frame_files(folder)
+      raw = video.read_frame_folder(folder, clip.frame_indices(len(files), folder))
+    elif os.path.isfile(kfile):
+      kp = load_keypoints(kfile)
+      h, w = clip.source_hw
+      raw = np.stack([draw.draw_pose(kp.frame(int(i)), h, w)
+                      for i in clip.frame_indices(len(kp), kfile)])
+    else:
+      raise AnnotationError(f"clip {cid}: no skeleton images {folder}/frame_<i>.png and no "
+                            f"keypoints file {kfile}")
+    if raw.shape[1:3] != tuple(clip.source_hw):
+      raise AnnotationError(f"{folder}: skeleton images of {raw.shape[1]}x{raw.shape[2]}, but "
+                            f"{clip.entry.path} has {clip.source_hw[0]}x{clip.source_hw[1]} "
+                            "frames")
+    return {"pose_images": video.resize_frames(raw, s.height, s.width, s.resize_mode)}
+
+
 @dataclasses.dataclass(frozen=True)
 class TextEmbeds:
   encode_text: Callable
@@ -164,7 +298,8 @@ class TextEmbeds:
 
 
 ANNOTATORS = {f: cls for cls in (VideoLatents, DepthLatents, ImageLatents, FaceEmbeds, FaceBoxes,
-                                 TextEmbeds) for f in cls.fields}
+                                 TextEmbeds, ReferenceLatents, ClipEmbeds, IdEmbeds, PoseImages,
+                                 FaceWeightMasks) for f in cls.fields}
 
 
 def for_fields(fields, teachers: Teachers) -> tuple:

@@ -8,7 +8,11 @@ ROOT/depth/<id>.npy|.npz  optional teacher depth, float32 (F, H, W) at the video
 ROOT/faces/<id>.npz       optional face inputs: boxes (F, 4) float32 xyxy pixels, present (F,) bool,
                           optional masks (F, H, W) bool, identity (D,) float32 and size (H, W):
                           all in the video's own pixels (a file of another size is an error)
+ROOT/poses/<id>/keypoints.npz         optional pose keypoints (poses/keypoints.py), one row per frame
+ROOT/poses/<id>/poses/frame_<i>.png   optional skeleton images at the video's frame size
 ```
+A clip's `path` may also be a folder of frame_<i>.png images (the official StableAnimator layout,
+official_layout.py), read as consecutive frames.
 """
 import dataclasses
 import json
@@ -90,3 +94,9 @@ def depth_path(root: str, clip_id: str) -> str | None:
 def faces_path(root: str, clip_id: str) -> str | None:
   p = os.path.join(root, "faces", clip_id + ".npz")
   return p if os.path.isfile(p) else None
+
+
+def poses_root(root: str) -> str:
+  """The ROOT of data_pipelines/poses/annotate.py's ROOT/<id>/{keypoints.npz,poses/} inside a
+  dataset."""
+  return os.path.join(root, "poses")

@@ -22,6 +22,9 @@ CLIP_KEYS = ("schema_version", "clip_id", "caption", "num_frames", "fps", "heigh
 METHOD_FIELDS = {
     "semrepa": ("video_latents", "depth_latents", "image_latents", "image_noise_sigma",
                 "face_embeds", "face_present", "face_boxes", "face_masks"),
+    # sem_repa_jax/methods/stableanimator/objective.py BATCH_FIELDS
+    "stableanimator": ("video_latents", "reference_latents", "clip_embeds", "id_embeds",
+                       "pose_images", "face_weight_masks"),
 }
 
 

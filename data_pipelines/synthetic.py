@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from data_pipelines import render
+from data_pipelines import layout, render
 from data_pipelines.layout import ClipEntry, write_manifest
 from data_pipelines.poses.keypoints import BODY_NAMES
 
@@ -287,27 +287,26 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
   """Renders clips into the real-data layout (see layout.py) and returns the manifest entries.
 
   ROOT/videos/<id>.mp4, ROOT/depth/<id>.npy (float32 (F, H, W) metres, larger = farther),
-  ROOT/faces/<id>.npz (boxes, present, masks, identity, keypoints), ROOT/manifest.jsonl.
+  ROOT/faces/<id>.npz (boxes, present, masks, identity, keypoints), ROOT/manifest.jsonl,
+  ROOT/poses/<id>/keypoints.npz (the keypoints in the pose format, poses/annotate.py).
   A `vertical_fraction` of clips swap height and width (portrait videos). Existing clips are kept.
   `motion_variation` is `render_clip`'s.
   """
   from data_pipelines import video
-  rng = np.random.default_rng([seed, 3])
-  num_identities = num_identities or num_clips
+  from data_pipelines.poses import annotate as poses_annotate
   entries = []
   for d in ("videos", "depth", "faces"):
     os.makedirs(os.path.join(root, d), exist_ok=True)
-  it = range(num_clips) if progress is None else progress(range(num_clips))
-  for k in it:
-    clip_id = f"syn{seed:03d}_{k:05d}"
-    vertical = rng.random() < vertical_fraction
-    ident = int(rng.integers(num_identities)) + 1000 * seed
-    h, w = (max(height, width), min(height, width)) if vertical else (height, width)
+  for plan in clip_plans(num_clips, seed, num_identities, vertical_fraction, height, width, progress):
+    clip_id, ident, (h, w) = plan.clip_id, plan.identity_seed, plan.size
     vpath = os.path.join(root, "videos", clip_id + ".mp4")
     fpath = os.path.join(root, "faces", clip_id + ".npz")
-    if not (os.path.isfile(vpath) and os.path.isfile(fpath)):
-      c = render_clip(seed * 100003 + k, num_frames, h, w, fps, identity_seed=ident,
-                      motion_variation=motion_variation)
+    kpath = poses_annotate.keypoints_file(layout.poses_root(root), clip_id)
+    if not (os.path.isfile(vpath) and os.path.isfile(fpath) and os.path.isfile(kpath)):
+      c = plan.render(num_frames, fps, motion_variation)
+      poses_annotate.write_poses(layout.poses_root(root), clip_id,
+                                 poses_annotate.synthetic_keypoints(c.keypoints, h, w),
+                                 images=False)
       dpath = os.path.join(root, "depth", clip_id + ".npy")
       with open(_tmp(dpath), "wb") as f:
         np.save(f, c.depth)
@@ -327,6 +326,71 @@ def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width
     entries.append(ClipEntry(clip_id, vpath, caption, split))
   write_manifest(root, entries)
   return entries
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipPlan:
+  """One clip of a synthetic dataset before it is rendered (`clip_plans`)."""
+  clip_id: str
+  render_seed: int
+  identity_seed: int
+  size: tuple            # (height, width)
+  vertical: bool
+
+  def render(self, num_frames: int, fps: float, motion_variation: float) -> Clip:
+    return render_clip(self.render_seed, num_frames, *self.size, fps,
+                       identity_seed=self.identity_seed, motion_variation=motion_variation)
+
+
+def clip_plans(num_clips, seed, num_identities=None, vertical_fraction=0.25, height=480,
+               width=720, progress=None):
+  """The clips `write_dataset` and `write_official_dataset` render, in order: ids, seeds, sizes."""
+  rng = np.random.default_rng([seed, 3])
+  num_identities = num_identities or num_clips
+  it = range(num_clips) if progress is None else progress(range(num_clips))
+  for k in it:
+    vertical = rng.random() < vertical_fraction
+    ident = int(rng.integers(num_identities)) + 1000 * seed
+    h, w = (max(height, width), min(height, width)) if vertical else (height, width)
+    yield ClipPlan(f"syn{seed:03d}_{k:05d}", seed * 100003 + k, ident, (h, w), vertical)
+
+
+def write_official_dataset(root: str, num_clips: int, num_frames: int, height: int, width: int,
+                           fps: float = 8.0, seed: int = 0, num_identities: int | None = None,
+                           vertical_fraction: float = 0.25, progress=None,
+                           motion_variation: float = 1.0, ref_short=None) -> list[str]:
+  """Renders the clips `write_dataset` renders (same ids, seeds and sizes) into the official
+  StableAnimator layout (official_layout.py): ROOT/{rec,vec}/<id>/images/frame_<i>.png (portrait
+  clips under vec/), faces/ (the face boxes filled, 0/255, all 255 where the face is not
+  present), poses/ (skeletons of the exact keypoints, poses/draw.py; `ref_short` its canvas,
+  None: the frame size). Returns the official clip ids (`<rec|vec>_<id>`); complete clips are kept.
+  """
+  from data_pipelines import video
+  from data_pipelines.faces import box_masks
+  from data_pipelines.poses import annotate as poses_annotate
+  from data_pipelines.poses import draw
+  ids = []
+  for plan in clip_plans(num_clips, seed, num_identities, vertical_fraction, height, width, progress):
+    sub = "vec" if plan.vertical else "rec"
+    folder = os.path.join(root, sub, plan.clip_id)
+    ids.append(f"{sub}_{plan.clip_id}")
+    dirs = {k: os.path.join(folder, k) for k in ("images", "faces", "poses")}
+    if all(os.path.isdir(d) and len(os.listdir(d)) == num_frames for d in dirs.values()):
+      continue
+    c = plan.render(num_frames, fps, motion_variation)
+    masks = box_masks(c.face_box, c.face_present, *plan.size)
+    masks[~c.face_present] = True
+    skeletons = draw.draw_poses(poses_annotate.synthetic_keypoints(c.keypoints, *plan.size),
+                                *plan.size, ref_short)
+    for d in dirs.values():
+      os.makedirs(d, exist_ok=True)
+    for i in range(num_frames):
+      name = f"frame_{i}.png"
+      video.write_image(os.path.join(dirs["faces"], name),
+                        np.repeat(masks[i, :, :, None].astype(np.uint8) * 255, 3, -1))
+      video.write_image(os.path.join(dirs["poses"], name), skeletons[i])
+      video.write_image(os.path.join(dirs["images"], name), c.rgb[i])
+  return ids
 
 
 def _caption_from_meta(meta: dict) -> str:

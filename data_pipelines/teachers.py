@@ -2,8 +2,10 @@
 (`load_pretrained` folder) or the demo's lossless latent codec.
 
 They follow the public model interface of docs/architecture.md: the VAE's
-`apply(v, video (B,F,H,W,3), method='encode') -> (mean, logvar)`. The ArcFace teacher is
-data_pipelines/faces.py's, on the face path the ID metric shares.
+`apply(v, video (B,F,H,W,3), method='encode') -> (mean, logvar)` (the CogVideoX VAE's and the SVD
+temporal VAE's alike). `encode_image` is the CLIP vision encoder's image embedding, preprocessed as
+the SVD pipeline does. The ArcFace teacher is data_pipelines/faces.py's, on the face path the ID
+metric shares.
 """
 import numpy as np
 
@@ -35,3 +37,19 @@ def codec_encoder(spatial_factor: int = 2, temporal_factor: int = 4):
   def encode_video(video):
     return np.asarray(encode(np.asarray(video, np.float32)[None])[0]) * codec.scaling_factor
   return encode_video
+
+
+def clip_image_encoder(model_dir: str):
+  """encode_image(image (H,W,3) in [-1,1]) -> image_embeds (D,) of a converted CLIP vision encoder
+  (load_pretrained folder), the image resized to its input size with diffusers' antialiased bicubic
+  and CLIP-normalized (clip_preprocess, as pipelines/svd_i2v.py conditions on it)."""
+  import jax
+  from sem_repa_jax.models import load_pretrained
+  from sem_repa_jax.models.encoders.clip_preprocess import preprocess_for_clip
+  module, variables = load_pretrained(model_dir)
+  size = module.config.image_size
+  embed = jax.jit(lambda v, x: module.apply(v, preprocess_for_clip(x, size))["image_embeds"])
+
+  def encode_image(image):
+    return np.asarray(embed(variables, np.asarray(image, np.float32)[None])[0], np.float32)
+  return encode_image

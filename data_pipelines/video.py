@@ -2,10 +2,12 @@
 
 Frames are uint8 (F, H, W, 3) RGB on the way in and out of files; `to_model_range` maps them to the
 [-1, 1] float32 pixels the models take. Decoding uses PyAV; OpenCV is the fallback when PyAV is not
-installed. Every failure a user can cause raises `VideoError` naming the file.
+installed. A folder of frame_<i>.png images (`read_frame_folder`) is read as a video's frames.
+Every failure a user can cause raises `VideoError` naming the file.
 """
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -109,6 +111,48 @@ def read_frames(path: str, indices=None) -> np.ndarray:
     raise VideoError(f"{path}: too short: needed frame index {last} but the stream ends after "
                      f"{max(frames) + 1} frames")
   return np.stack([frames[int(i)] for i in indices])
+
+
+FRAME_FILE = re.compile(r"(?:frame_)?(\d+)\.(?:png|jpg)")
+
+
+def frame_files(folder: str) -> list[str]:
+  """The frame_<i>.png (or <i>.png, .jpg) images of a frames folder, in index order."""
+  if not os.path.isdir(folder):
+    raise VideoError(f"{folder}: no frames folder")
+  named = sorted((int(m.group(1)), f) for f in os.listdir(folder)
+                 if (m := FRAME_FILE.fullmatch(f)))
+  if not named:
+    raise VideoError(f"{folder}: no frame_<i>.png or <i>.png images")
+  return [os.path.join(folder, f) for _, f in named]
+
+
+def read_image(path: str, gray: bool = False) -> np.ndarray:
+  """An image file as uint8 RGB (H, W, 3), or (H, W) with gray."""
+  import cv2
+  img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+  if img is None:
+    raise VideoError(f"{path}: not a readable image")
+  return img if gray else img[..., ::-1]
+
+
+def write_image(path: str, image_rgb: np.ndarray) -> None:
+  """Writes an RGB uint8 (H, W, 3) image (PNG by the extension) atomically."""
+  import cv2
+  tmp = f"{path}.tmp{os.getpid()}{os.path.splitext(path)[1]}"   # cv2 picks the format by it
+  if not cv2.imwrite(tmp, np.ascontiguousarray(np.asarray(image_rgb)[..., ::-1])):
+    raise OSError(f"{path}: the image could not be written")
+  os.replace(tmp, path)
+
+
+def read_frame_folder(folder: str, indices=None) -> np.ndarray:
+  """The frames at `indices` (all when None) of a frames folder (`frame_files`), uint8 RGB."""
+  files = frame_files(folder)
+  if indices is not None and len(indices) and max(indices) >= len(files):
+    raise VideoError(f"{folder}: too short: needed frame index {max(indices)} but it has "
+                     f"{len(files)} frames")
+  chosen = files if indices is None else [files[int(i)] for i in indices]
+  return np.stack([read_image(f) for f in chosen])
 
 
 def sample_indices(source_fps: float, num_frames: int, target_fps: float, start: float = 0.0,

@@ -6,28 +6,7 @@ ROOT/<id>/poses/frame_<i>.png (annotate.py; docs/poses.md).
 """
 import argparse
 import os
-import re
 import sys
-
-import numpy as np
-
-
-def _frames_folder(path: str) -> np.ndarray:
-  """RGB frames of a folder of frame_<i>.png / <i>.png (StableAnimator's images/), by index."""
-  import cv2
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"{path}: no frames folder")
-  named = [(int(m.group(1)), f) for f in os.listdir(path)
-           if (m := re.fullmatch(r"(?:frame_)?(\d+)\.(?:png|jpg)", f))]
-  if not named:
-    raise ValueError(f"{path}: no frame_<i>.png or <i>.png images")
-  frames = []
-  for _, f in sorted(named):
-    bgr = cv2.imread(os.path.join(path, f), cv2.IMREAD_COLOR)
-    if bgr is None:
-      raise ValueError(f"{os.path.join(path, f)}: not a readable image")
-    frames.append(bgr[..., ::-1])
-  return np.stack(frames)
 
 
 def _dwpose(args) -> list:
@@ -37,7 +16,8 @@ def _dwpose(args) -> list:
                           os.path.join(args.models, dwpose.POSE_FILE), person=args.person,
                           providers=args.providers)
   source = args.video or args.frames
-  frames = video.read_frames(args.video) if args.video else _frames_folder(args.frames)
+  frames = video.read_frames(args.video) if args.video else \
+      video.read_frame_folder(args.frames)
   clip_id = args.id or os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
   annotate.annotate_frames(frames, args.out, clip_id, teacher, ref_short=args.ref_short,
                            images=not args.no_images)

@@ -14,6 +14,7 @@ from typing import Optional
 
 import numpy as np
 
+from data_pipelines import video
 from data_pipelines.poses import draw
 from data_pipelines.poses.keypoints import PoseKeypoints, load_keypoints, save_keypoints
 
@@ -41,14 +42,6 @@ def estimate_clip(frames, teacher, progress: bool = True, desc: str = "dwpose") 
   return PoseKeypoints.stack([teacher(f) for f in _bar(frames, desc, len(frames), progress)])
 
 
-def _write_png(path: str, image_rgb: np.ndarray) -> None:
-  import cv2
-  tmp = f"{path}.tmp{os.getpid()}.png"       # cv2 picks the format by the extension
-  if not cv2.imwrite(tmp, np.ascontiguousarray(image_rgb[..., ::-1])):
-    raise OSError(f"{path}: the skeleton image could not be written")
-  os.replace(tmp, path)
-
-
 def write_poses(root: str, clip_id: str, keypoints: PoseKeypoints, height: Optional[int] = None,
                 width: Optional[int] = None, ref_short=draw.REF_SHORT, images: bool = True,
                 progress: bool = True) -> str:
@@ -69,7 +62,7 @@ def write_poses(root: str, clip_id: str, keypoints: PoseKeypoints, height: Optio
   for i in _bar(range(len(keypoints)), f"skeletons {clip_id}", len(keypoints), progress):
     path = os.path.join(out, f"frame_{i}.png")
     if not os.path.isfile(path):
-      _write_png(path, draw.draw_pose(keypoints.frame(i), height, width, ref_short))
+      video.write_image(path, draw.draw_pose(keypoints.frame(i), height, width, ref_short))
   return out
 
 

@@ -1,15 +1,13 @@
 """The annotator's faces: one face track per clip, landmarks through the resize geometry, and the
 ArcFace teacher on the same face path as the ID metric."""
 
-import jax
-import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
 
 from data_pipelines import annotate, annotators, faces, layout, synthetic, teachers
 from sem_repa_jax.models.encoders import face_embed
 from sem_repa_jax.models.encoders.face_detect import GivenFaces
+from tests.data_pipelines import tiny_teachers
 
 SPEC = annotate.ClipSpec(num_frames=5, fps=8.0, height=32, width=48)
 
@@ -68,25 +66,9 @@ def test_face_annotators_share_one_detection_per_clip(vertical_clip):
   assert np.all(rec["face_masks"][1] == 0)
 
 
-def _tiny_arcface(tmp_path):
-  from sem_repa_jax.models.encoders.arcface import IResNet, IResNetConfig, config_to_json
-  from sem_repa_jax.models.pretrained import save_pretrained
-  cfg = IResNetConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8), num_features=8)
-  r = np.random.default_rng(0)
-  abstract = nn.unbox(jax.eval_shape(IResNet(cfg).init, jax.random.key(0),
-                                     jnp.zeros((1, 112, 112, 3))))
-  variables = jax.tree_util.tree_map_with_path(
-      lambda p, a: (r.uniform(0.5, 1.5, a.shape) if "var" in str(p[-1]) else
-                    r.standard_normal(a.shape) * 0.1).astype(np.float32), abstract)
-  dst = str(tmp_path / "arcface")
-  save_pretrained(dst, kind="arcface", module_kwargs=dict(config=config_to_json(cfg)),
-                  variables=variables)
-  return dst
-
-
 def test_arcface_teacher_and_id_metric_embed_the_same_crops(tmp_path):
   from sem_repa_jax.models import load_pretrained
-  dst = _tiny_arcface(tmp_path)
+  dst = tiny_teachers.arcface(str(tmp_path / "arcface"))
   module, variables = load_pretrained(dst)
   frames = np.random.default_rng(1).integers(0, 256, (3, 120, 100, 3), np.uint8)
   lmk = np.array([[30, 40], [60, 40], [45, 60], [33, 80], [58, 80]], np.float64)
