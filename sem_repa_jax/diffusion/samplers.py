@@ -62,6 +62,17 @@ class HostProgress:
         self._bar.close()
       self._bar, self._total = None, None
 
+  def run(self, total: int, fn, *args, **kwargs):
+    """fn(*args, **kwargs) (a compiled sampling program of `total` steps) under the bar: its
+    result once ready, every step's callback delivered, the bar closed even on an error."""
+    self.start(total)
+    try:
+      out = jax.block_until_ready(fn(*args, **kwargs))
+      jax.effects_barrier()
+    finally:
+      self.close()
+    return out
+
 
 DenoiseFn = Callable[[jax.Array, Preconditioning, jax.Array], jax.Array]
 RefineFn = Callable[[jax.Array, jax.Array, Optional[jax.Array]], jax.Array]

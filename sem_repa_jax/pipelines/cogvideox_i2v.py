@@ -206,16 +206,11 @@ class CogVideoXImageToVideo:
     if image_noise is not None:
       image_noise = _checked(image_noise, (b, 1, h, w, facts.latent_channels), "image_noise")
     plan, scales, _ = self.plan(settings)
-    self.progress.start(plan.num_steps)
-    try:
-      out = self._latents_fn(self.transformer_variables, self.vae_variables, jnp.asarray(pixels),
-                             text, latents, image_noise, plan.arrays(),
-                             jnp.asarray(scales, jnp.float32), np.float32(plan.init_noise_sigma),
-                             key, method=plan.method, do_cfg=do_cfg, num_frames=f_lat)
-      out = jax.block_until_ready(out)
-      jax.effects_barrier()
-    finally:
-      self.progress.close()
+    out = self.progress.run(plan.num_steps, self._latents_fn, self.transformer_variables,
+                            self.vae_variables, jnp.asarray(pixels), text, latents, image_noise,
+                            plan.arrays(), jnp.asarray(scales, jnp.float32),
+                            np.float32(plan.init_noise_sigma), key, method=plan.method,
+                            do_cfg=do_cfg, num_frames=f_lat)
     result = {"latents": out}
     if decode:
       result["video"] = self.decode(out[:, extra:])

@@ -88,6 +88,47 @@ def added_time_ids(settings: SamplingSettings) -> np.ndarray:
                   np.float32)
 
 
+def image_embeddings(image_encoder, clip_vars, pixels):
+  """(B, H0, W0, 3) in [-1, 1] at the image's own size -> (B, 1, D) CLIP image_embeds."""
+  out = image_encoder.apply(clip_vars, preprocess_for_clip(pixels, image_encoder.config.image_size))
+  return out["image_embeds"].astype(jnp.float32)[:, None]
+
+
+def image_latent(vae, vae_vars, pixels, noise, noise_aug_strength):
+  """The posterior mode of the noise-augmented image (B, H, W, 3), unscaled: (B, h, w, C)."""
+  mean, _ = vae.apply(vae_vars, (pixels + noise_aug_strength * noise)[:, None], method="encode")
+  return mean[:, 0].astype(jnp.float32)
+
+
+def euler_plan(settings: SamplingSettings):
+  """(Euler plan of the settings' steps and sigmas, (n, F) per-frame guidance table)."""
+  plan = samplers.make_plan("euler", None, settings.num_inference_steps,
+                            sigma_min=settings.sigma_min, sigma_max=settings.sigma_max,
+                            timestep_spacing=settings.timestep_spacing)
+  frames = guidance.frame_guidance_scales(settings.num_frames, settings.min_guidance_scale,
+                                          settings.max_guidance_scale)
+  return plan, guidance.every_step(frames, plan.num_steps)
+
+
+def final_video(vae, vae_vars, latents, decode_chunk_size):
+  """(B, F, h, w, C) final (scaled) latents -> (B, F, H, W, 3) in [-1, 1], decoded by chunks."""
+  video = vae.apply(vae_vars, latents / vae.config.scaling_factor,
+                    decode_chunk_size=decode_chunk_size, method="decode")
+  return video.astype(jnp.float32)
+
+
+def prepared_images(image, settings: SamplingSettings):
+  """One image or a list of one size -> (originals (B, H0, W0, 3) for CLIP, pixels (B, H, W, 3)
+  resized for the VAE), both float32 in [-1, 1]."""
+  images = [image] if not isinstance(image, (list, tuple)) else list(image)
+  originals = [clip_pixels(im) for im in images]
+  if len({a.shape for a in originals}) > 1:
+    raise ValueError(f"images of sizes {[a.shape[:2] for a in originals]}: a batch must share "
+                     "one size (diffusers stacks them for the CLIP branch)")
+  pixels = np.stack([preprocess_image(im, settings.height, settings.width) for im in images])
+  return np.stack(originals), pixels
+
+
 class SVDImageToVideo:
   """The pipeline; its compiled functions are built once per instance and reused across calls."""
 
@@ -110,16 +151,10 @@ class SVDImageToVideo:
 
   # --- stage 2: the conditioning -------------------------------------------------------------------
   def image_embeddings(self, clip_vars, pixels):
-    """(B, H0, W0, 3) in [-1, 1] at the image's own size -> (B, 1, D) image_embeds."""
-    size = self.image_encoder.config.image_size
-    out = self.image_encoder.apply(clip_vars, preprocess_for_clip(pixels, size))
-    return out["image_embeds"].astype(jnp.float32)[:, None]
+    return image_embeddings(self.image_encoder, clip_vars, pixels)
 
   def image_latent(self, vae_vars, pixels, noise, noise_aug_strength):
-    """The posterior mode of the noise-augmented image, unscaled: (B, h, w, C)."""
-    mean, _ = self.vae.apply(vae_vars, (pixels + noise_aug_strength * noise)[:, None],
-                             method="encode")
-    return mean[:, 0].astype(jnp.float32)
+    return image_latent(self.vae, vae_vars, pixels, noise, noise_aug_strength)
 
   # --- stage 3: the compiled sampling loop ---------------------------------------------------------
   def _latents(self, unet_vars, vae_vars, clip_vars, clip_images, pixels, latents, image_noise,
@@ -160,9 +195,7 @@ class SVDImageToVideo:
 
   # --- stage 4: decode -----------------------------------------------------------------------------
   def _decode(self, vae_vars, latents, *, decode_chunk_size):
-    video = self.vae.apply(vae_vars, latents / self.vae.config.scaling_factor,
-                           decode_chunk_size=decode_chunk_size, method="decode")
-    return video.astype(jnp.float32)
+    return final_video(self.vae, vae_vars, latents, decode_chunk_size)
 
   def decode(self, latents, decode_chunk_size: Optional[int] = None):
     """(B, F, h, w, C) final latents -> (B, F, H, W, 3) in [-1, 1] (diffusers' decode_latents)."""
@@ -171,12 +204,7 @@ class SVDImageToVideo:
 
   def plan(self, settings: SamplingSettings):
     """(Euler plan, (n, F) per-frame guidance table)."""
-    plan = samplers.make_plan("euler", None, settings.num_inference_steps,
-                              sigma_min=settings.sigma_min, sigma_max=settings.sigma_max,
-                              timestep_spacing=settings.timestep_spacing)
-    frames = guidance.frame_guidance_scales(settings.num_frames, settings.min_guidance_scale,
-                                            settings.max_guidance_scale)
-    return plan, guidance.every_step(frames, plan.num_steps)
+    return euler_plan(settings)
 
   def __call__(self, image, *, key, latents=None, image_noise=None, decode: bool = True,
                settings: Optional[SamplingSettings] = None, **overrides) -> dict:
@@ -194,40 +222,28 @@ class SVDImageToVideo:
     """
     settings = dataclasses.replace(settings or SamplingSettings(), **overrides)
     settings.check(self.spatial_compression)
-    images = [image] if not isinstance(image, (list, tuple)) else list(image)
-    originals = [clip_pixels(im) for im in images]
-    if len({a.shape for a in originals}) > 1:
-      raise ValueError(f"images of sizes {[a.shape[:2] for a in originals]}: a batch must share "
-                       "one size (diffusers stacks them for the CLIP branch)")
-    pixels = np.stack([preprocess_image(im, settings.height, settings.width)
-                       for im in images])
-    b, s = len(images), self.spatial_compression
+    originals, pixels = prepared_images(image, settings)
+    b, s = len(pixels), self.spatial_compression
     shape = (b, settings.num_frames, settings.height // s, settings.width // s,
              self.latent_channels)
     if latents is not None:
-      latents = _checked(latents, shape, "latents")
+      latents = checked_input(latents, shape, "latents")
     if image_noise is not None:
-      image_noise = _checked(image_noise, pixels.shape, "image_noise")
+      image_noise = checked_input(image_noise, pixels.shape, "image_noise")
     plan, scales = self.plan(settings)
-    self.progress.start(plan.num_steps)
-    try:
-      out = self._latents_fn(
-          self.unet_vars, self.vae_vars, self.image_encoder_vars, jnp.asarray(np.stack(originals)),
-          jnp.asarray(pixels), latents, image_noise, jnp.asarray(added_time_ids(settings)),
-          np.float32(settings.noise_aug_strength), plan.arrays(), jnp.asarray(scales, jnp.float32),
-          np.float32(plan.init_noise_sigma), key, method=plan.method, do_cfg=settings.do_cfg,
-          num_frames=settings.num_frames)
-      out = jax.block_until_ready(out)
-      jax.effects_barrier()
-    finally:
-      self.progress.close()
+    out = self.progress.run(
+        plan.num_steps, self._latents_fn, self.unet_vars, self.vae_vars, self.image_encoder_vars,
+        jnp.asarray(originals), jnp.asarray(pixels), latents, image_noise,
+        jnp.asarray(added_time_ids(settings)), np.float32(settings.noise_aug_strength),
+        plan.arrays(), jnp.asarray(scales, jnp.float32), np.float32(plan.init_noise_sigma), key,
+        method=plan.method, do_cfg=settings.do_cfg, num_frames=settings.num_frames)
     result = {"latents": out}
     if decode:
       result["video"] = self.decode(out, settings.decode_chunk_size)
     return result
 
 
-def _checked(x, shape, name):
+def checked_input(x, shape, name):
   x = jnp.asarray(x, jnp.float32)
   if x.shape != tuple(shape):
     raise ValueError(f"{name} of shape {x.shape}: expected {tuple(shape)} (channels-last)")

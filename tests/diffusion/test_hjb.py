@@ -59,8 +59,8 @@ def _torch_loop(nets, x0, masks, e_ref, lr, iterations, eps=1e-8):
   losses = []
   for _ in range(iterations):
     latents = z0.flatten(0, 1) / SCALING
-    frames = torch.cat([vae.decode(latents[i:i + CHUNK], num_frames=len(latents[i:i + CHUNK])).sample
-                        for i in range(0, FRAMES, CHUNK)])
+    chunks = [latents[i:i + CHUNK] for i in range(0, FRAMES, CHUNK)]
+    frames = torch.cat([vae.decode(z, num_frames=len(z)).sample for z in chunks])
     frames = ((frames / 2 + 0.5).clamp(0, 1) * 255).clamp(0, 255).div(255).sub(0.5).div(0.5)
     faces = torch.cat([F.interpolate(frames[k:k + 1, :, y0:y1 + 1, x0_:x1 + 1], size=(FACE, FACE),
                                      mode="bilinear", align_corners=False)
@@ -106,7 +106,8 @@ def test_face_step_equals_the_official_torch_loop(nets, eps):
     assert np.quantile(err, 0.99) <= 1e-4 and err.max() <= 1e-3
 
 
-@pytest.mark.parametrize("box", [(3, 150, 10, 140), (20, 60, 5, 90), (0, 159, 0, 159), (7, 7, 9, 30)])
+@pytest.mark.parametrize("box", [(3, 150, 10, 140), (20, 60, 5, 90), (0, 159, 0, 159),
+                                 (7, 7, 9, 30)])
 def test_crop_and_resize_is_torch_bilinear_on_the_crop(box):
   image = np.random.default_rng(0).standard_normal((160, 160, 3)).astype(np.float32)
   y0, y1, x0, x1 = box

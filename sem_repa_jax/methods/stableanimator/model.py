@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from sem_repa_jax.methods.stableanimator.conditioning import stableanimator_context
 from sem_repa_jax.methods.stableanimator.face_encoder import FaceEncoderConfig, FusionFaceId
 from sem_repa_jax.methods.stableanimator.posenet import PoseNet, PoseNetConfig
+from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.svd.unet import UNetSpatioTemporal, UNetSpatioTemporalConfig
 
 MODULES = ("unet", "pose_net", "face_encoder")
@@ -84,3 +85,14 @@ def adapter_source(name: str) -> Optional[str]:
     if marker in name:
       return name.replace(marker, f"/attn2/to_{group}/")
   return None
+
+
+def load_stableanimator(unet_dir: str, pose_net_dir: str, face_encoder_dir: str, **module_kwargs):
+  """(StableAnimator, variables) from the three converted folders (python -m conversion svd-unet
+  with the adapter, pose-net, face-encoder, or train_animator's export/); module_kwargs: dtype,
+  attention, remat_policy. A U-Net without the ID adapter is an error (StableAnimator.setup)."""
+  parts = {name: load_pretrained(path) for name, path in
+           (("unet", unet_dir), ("pose_net", pose_net_dir), ("face_encoder", face_encoder_dir))}
+  model = StableAnimator(parts["unet"][0].config, parts["pose_net"][0].config,
+                         parts["face_encoder"][0].config, **module_kwargs)
+  return model, {"params": {name: v["params"] for name, (_, v) in parts.items()}}

@@ -1,0 +1,249 @@
+"""StableAnimator: a reference image and driving skeletons -> the reference person animated, as the
+official inference (InferenceAnimationPipeline, and its HJB variant), the denoising loop with its
+windows and the HJB face optimization compiled as one program; decoding after it, by chunks.
+
+Stages (the image stages are Stable Video Diffusion's, pipelines/svd_i2v.py):
+1. images: the CLIP branch sees the reference at its own size; the VAE branch resized to
+   (height, width); skeleton images (F, height, width, 3) uint8 -> [-1, 1];
+2. conditioning: context = [CLIP image embedding, the face encoder's 4 tokens of the reference's
+   raw ArcFace embedding and that CLIP embedding] (1, 5, D); PoseNet features of every frame (once:
+   the official recomputes them per window and step); the posterior mode of reference + 0.02 N,
+   unscaled, over every frame; added_time_ids (fps - 1, motion_bucket_id, noise_aug_strength);
+3. sampling, per Euler step (Karras sigmas, EDM v-parameterization): each window of tile_size
+   frames (frame 0 and tile_size - 1 consecutive ones, stride tile_size - tile_overlap, a last
+   window ending on the last frame) goes through the U-Net for [uncond, cond] in one call; uncond
+   has zero context, zero reference latents and no pose. Window outputs are summed with the
+   weights min(u, 2 - u), u = (j + 0.5) / (tile_size / 2), and divided by each frame's weight sum;
+   classifier-free guidance with per-frame scales linspace(min, max, F); x0 -> HJB face
+   optimization on its steps (diffusion/hjb.py, settings.hjb) -> the Euler update.
+   The initial noise has tile_size frames, repeated over time (the official periodic noise).
+   num_frames <= tile_size: one window of every frame (the official needs num_frames >= tile_size);
+4. decode: latents / scaling_factor through the temporal VAE by chunks of decode_chunk_size.
+
+Batch: one reference and one driving sequence per call, as the official.
+"""
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sem_repa_jax.diffusion import guidance, samplers
+from sem_repa_jax.diffusion.hjb import HJBConfig, crop_and_resize, make_refine_x0, mask_boxes
+from sem_repa_jax.diffusion.parameterization import Preconditioning
+from sem_repa_jax.pipelines import svd_i2v
+
+
+@dataclasses.dataclass(frozen=True)
+class AnimationSettings(svd_i2v.SamplingSettings):
+  """The official inference scripts' values (512x512, 16 frames, guidance 3.0, chunks of 4)."""
+  height: int = 512
+  width: int = 512
+  num_frames: int = 16
+  min_guidance_scale: float = 3.0
+  max_guidance_scale: float = 3.0
+  decode_chunk_size: Optional[int] = 4
+  tile_size: int = 16
+  tile_overlap: int = 4
+  hjb: Optional[HJBConfig] = None      # None: no face optimization
+
+  def check(self, spatial_compression: int):
+    super().check(spatial_compression)
+    if self.tile_size < 1 or not 0 <= self.tile_overlap < self.tile_size:
+      raise ValueError(f"tile_size={self.tile_size}, tile_overlap={self.tile_overlap}: expected "
+                       "tile_size >= 1 and 0 <= tile_overlap < tile_size")
+    if self.hjb is not None and self.hjb.last_step >= self.num_inference_steps:
+      raise ValueError(f"hjb.last_step={self.hjb.last_step}: the sampler has only "
+                       f"{self.num_inference_steps} steps (0..{self.num_inference_steps - 1})")
+
+
+def window_indices(num_frames: int, tile_size: int, tile_overlap: int) -> np.ndarray:
+  """(windows, T) frame indices of the official tiling; one window of every frame when
+  num_frames <= tile_size."""
+  if num_frames <= tile_size:
+    return np.arange(num_frames)[None]
+  starts = range(0, num_frames - tile_size + 1, tile_size - tile_overlap)
+  windows = [[0, *range(i + 1, i + tile_size)] for i in starts]
+  if windows[-1][-1] < num_frames - 1:
+    windows.append([0, *range(num_frames - tile_size + 1, num_frames)])
+  return np.array(windows, np.int32)
+
+
+def window_weights(length: int) -> np.ndarray:
+  """(T,) the triangular weights of a window's frames, min(u, 2 - u) at u = (j + 0.5) * 2 / T."""
+  u = (np.arange(length, dtype=np.float32) + 0.5) * 2.0 / length
+  return np.minimum(u, 2.0 - u)
+
+
+def periodic_noise(noise, num_frames: int):
+  """(B, T, h, w, C) noise of one window -> (B, num_frames, ...) repeating it over time."""
+  reps = num_frames // noise.shape[1] + 1
+  return jnp.tile(noise, (1, reps, 1, 1, 1))[:, :num_frames]
+
+
+def pose_pixels(poses, height: int, width: int) -> np.ndarray:
+  """Skeleton images (F, H, W, 3) uint8 (or a list of (H, W, 3) / PIL images) -> (F, H, W, 3)
+  float32 in [-1, 1] (the official pose / 127.5 - 1); they must already be height x width."""
+  arr = np.stack([np.asarray(p.convert("RGB") if hasattr(p, "convert") else p) for p in poses])
+  if arr.ndim != 4 or arr.shape[1:] != (height, width, 3):
+    raise ValueError(f"pose images of shape {arr.shape}: expected (F, {height}, {width}, 3), the "
+                     "output size (draw or resize the skeletons at it)")
+  return arr.astype(np.float32) / 127.5 - 1.0
+
+
+class StableAnimatorPipeline:
+  """model, variables: methods/stableanimator/model.load_stableanimator; vae / image_encoder as
+  svd_i2v; face_embedder (an IResNet, models/encoders/arcface.py) only for HJB."""
+
+  def __init__(self, model, variables, vae, vae_vars, image_encoder, image_encoder_vars,
+               face_embedder=None, face_embedder_vars=None, *, progress: bool = True):
+    self.model, self.variables = model, variables
+    self.vae, self.vae_vars = vae, vae_vars
+    self.image_encoder, self.image_encoder_vars = image_encoder, image_encoder_vars
+    self.face_embedder, self.face_embedder_vars = face_embedder, face_embedder_vars
+    self.latent_channels = model.unet_config.out_channels
+    if vae.config.latent_channels != self.latent_channels:
+      raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != U-Net out_channels "
+                       f"{self.latent_channels}")
+    self.spatial_compression = vae.config.spatial_compression
+    self.progress = samplers.HostProgress("StableAnimator", enabled=progress)
+    self._latents_fn = jax.jit(self._latents, static_argnames=(
+        "method", "do_cfg", "num_frames", "hjb_config", "decode_chunk_size"))
+    self._decode_fn = jax.jit(lambda v, z, chunk: svd_i2v.final_video(self.vae, v, z, chunk),
+                              static_argnums=2)
+    self._face_fn = jax.jit(self._reference_face_embedding, static_argnames=("face_size",))
+
+  # --- HJB's reference: the reference image cropped by its own face mask ------------------------
+  def _reference_face_embedding(self, face_vars, image, box, *, face_size):
+    face = crop_and_resize(image, box, face_size)[None]
+    return self.face_embedder.apply(face_vars, face)[0].astype(jnp.float32)
+
+  # --- the compiled sampling loop ---------------------------------------------------------------
+  def _latents(self, variables, vae_vars, clip_vars, face_vars, clip_image, pixels, poses,
+               id_embedding, noise, image_noise, time_ids, noise_aug_strength, tables, scales,
+               init_noise_sigma, windows, weights, boxes, has_face, reference_embedding, *,
+               method, do_cfg, num_frames, hjb_config, decode_chunk_size):
+    model = self.model
+    clip = svd_i2v.image_embeddings(self.image_encoder, clip_vars, clip_image)      # (1, 1, D)
+    context, pose = model.apply(variables, clip, id_embedding, poses[None],
+                                method=model.conditioning)
+    reference = svd_i2v.image_latent(self.vae, vae_vars, pixels, image_noise, noise_aug_strength)
+    reference = jnp.broadcast_to(reference[:, None], (1, num_frames, *reference.shape[1:]))
+    if do_cfg:
+      context = jnp.concatenate([jnp.zeros_like(context), context])
+      reference = jnp.concatenate([jnp.zeros_like(reference), reference])
+      pose = jnp.concatenate([jnp.zeros_like(pose), pose])
+    ids = jnp.broadcast_to(time_ids, (reference.shape[0], time_ids.shape[0]))
+    frame_weight = jnp.zeros((num_frames,), jnp.float32).at[windows].add(weights)
+
+    def denoise(x, pre: Preconditioning, scale):
+      x_in = pre.scale_input(x)
+      x_in = jnp.concatenate([x_in, x_in]) if do_cfg else x_in
+      x_in = jnp.concatenate([x_in, reference], axis=-1)
+      t_b = jnp.full((x_in.shape[0],), pre.timestep, jnp.float32)
+
+      def window(total, idx):
+        out = model.apply(variables, x_in[:, idx], t_b, context, ids, pose[:, idx],
+                          method=model.denoise).astype(jnp.float32)
+        return total.at[:, idx].add(out * weights[:, None, None, None]), None
+
+      total = jnp.zeros((x_in.shape[0],) + x.shape[1:], jnp.float32)
+      total, _ = jax.lax.scan(window, total, windows)
+      out = total / frame_weight[:, None, None, None]
+      if do_cfg:
+        uncond, cond = jnp.split(out, 2)
+        out = guidance.classifier_free_guidance(uncond, cond, scale)
+      return pre.to_x0(x, out)
+
+    refine = None
+    if hjb_config is not None:
+      decode = lambda z: svd_i2v.final_video(self.vae, vae_vars, z[None], decode_chunk_size)[0]
+      embed = lambda faces: self.face_embedder.apply(face_vars, faces)
+      refine = make_refine_x0(hjb_config, tables[0].shape[0], decode=decode, embed=embed,
+                                  boxes=boxes, has_face=has_face,
+                                  reference_embedding=reference_embedding)
+    x = periodic_noise(noise, num_frames) * init_noise_sigma
+    x, _ = samplers.sample_loop(denoise, x, tables, method=method, guidance_scales=scales,
+                                refine_x0=refine,
+                                progress=self.progress if self.progress.enabled else None)
+    return x
+
+  def decode(self, latents, decode_chunk_size: Optional[int] = 4):
+    """(B, F, h, w, C) final latents -> (B, F, H, W, 3) in [-1, 1]."""
+    return self._decode_fn(self.vae_vars, jnp.asarray(latents, jnp.float32), decode_chunk_size)
+
+  def __call__(self, image, poses, id_embedding, *, key, face_masks=None,
+               reference_face_mask=None, latents=None, image_noise=None, decode: bool = True,
+               settings: Optional[AnimationSettings] = None, **overrides) -> dict:
+    """Animates one reference.
+
+    image: PIL image or (H0, W0, 3) uint8; poses: (F, height, width, 3) uint8 skeletons;
+    id_embedding: (512,) raw ArcFace embedding of the reference face (zeros without one, as the
+      official); key: PRNG key, split into (initial noise, image noise augmentation).
+    HJB (settings.hjb): face_masks (F, height, width) of the driving video (face pixels > 0.5 or
+      > 127) and reference_face_mask (H0, W0) at the reference's own size.
+    latents: optional initial noise of one window (1, min(tile_size, F), h, w, C), before
+      init_noise_sigma; image_noise: optional (1, height, width, 3) augmentation noise.
+    Returns dict(latents=(1, F, h, w, C), video=(1, F, H, W, 3) in [-1, 1]).
+    """
+    s = dataclasses.replace(settings or AnimationSettings(), **overrides)
+    s.check(self.spatial_compression)
+    clip_image, pixels = svd_i2v.prepared_images(image, s)
+    poses = pose_pixels(poses, s.height, s.width)
+    if len(poses) != s.num_frames:
+      raise ValueError(f"{len(poses)} pose images for num_frames={s.num_frames}")
+    c = self.spatial_compression
+    tile = min(s.tile_size, s.num_frames)
+    latent_hw = (s.height // c, s.width // c)
+    k_noise, k_image = jax.random.split(key)
+    if latents is None:
+      latents = jax.random.normal(k_noise, (1, tile, *latent_hw, self.latent_channels))
+    latents = svd_i2v.checked_input(latents, (1, tile, *latent_hw, self.latent_channels),
+                                    "latents")
+    if image_noise is None:
+      image_noise = jax.random.normal(k_image, pixels.shape)
+    image_noise = svd_i2v.checked_input(image_noise, pixels.shape, "image_noise")
+    id_embedding = np.asarray(id_embedding, np.float32).reshape(1, -1)
+    boxes, has_face, reference_embedding = self._hjb_inputs(s, clip_image, face_masks,
+                                                            reference_face_mask)
+    windows = window_indices(s.num_frames, s.tile_size, s.tile_overlap)
+    plan, scales = svd_i2v.euler_plan(s)
+    out = self.progress.run(
+        plan.num_steps, self._latents_fn, self.variables, self.vae_vars, self.image_encoder_vars,
+        self.face_embedder_vars, jnp.asarray(clip_image), jnp.asarray(pixels), jnp.asarray(poses),
+        id_embedding, latents, image_noise, jnp.asarray(svd_i2v.added_time_ids(s)),
+        np.float32(s.noise_aug_strength), plan.arrays(), jnp.asarray(scales, jnp.float32),
+        np.float32(plan.init_noise_sigma), jnp.asarray(windows),
+        jnp.asarray(window_weights(windows.shape[1])), boxes, has_face, reference_embedding,
+        method=plan.method, do_cfg=s.do_cfg, num_frames=s.num_frames, hjb_config=s.hjb,
+        decode_chunk_size=s.decode_chunk_size)
+    result = {"latents": out}
+    if decode:
+      result["video"] = self.decode(out, s.decode_chunk_size)
+    return result
+
+  def _hjb_inputs(self, s: AnimationSettings, clip_image, face_masks, reference_face_mask):
+    """(boxes (F, 4), has_face (F,), reference embedding (D,)), or Nones without HJB."""
+    if s.hjb is None:
+      return None, None, None
+    if self.face_embedder is None:
+      raise ValueError("settings.hjb is set but the pipeline has no face_embedder (ArcFace)")
+    if face_masks is None or reference_face_mask is None:
+      raise ValueError("settings.hjb needs face_masks (F, height, width) of the driving video and "
+                       "reference_face_mask (H0, W0) of the reference image")
+    masks = np.asarray(face_masks)
+    if masks.shape != (s.num_frames, s.height, s.width):
+      raise ValueError(f"face_masks of shape {masks.shape}: expected "
+                       f"({s.num_frames}, {s.height}, {s.width})")
+    ref_mask = np.asarray(reference_face_mask)
+    if ref_mask.shape != clip_image.shape[1:3]:
+      raise ValueError(f"reference_face_mask of shape {ref_mask.shape}: expected the reference "
+                       f"image's {clip_image.shape[1:3]}")
+    ref_box, ref_has = mask_boxes(ref_mask[None])
+    if not ref_has[0]:
+      raise ValueError("reference_face_mask has no face pixel: HJB needs the reference face")
+    boxes, has_face = mask_boxes(masks)
+    embedding = self._face_fn(self.face_embedder_vars, jnp.asarray(clip_image[0]),
+                              jnp.asarray(ref_box[0]), face_size=s.hjb.face_size)
+    return jnp.asarray(boxes), jnp.asarray(has_face), embedding
