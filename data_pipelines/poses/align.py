@@ -1,0 +1,59 @@
+"""StableAnimator's pose alignment at inference: the driving skeletons mapped onto the reference
+person's size and position by one affine map per clip, fitted by least squares (the official
+skeleton extraction), before they are drawn.
+
+  points: the reference's body points among ALIGNMENT_POINTS (nose, neck, shoulders, hips, knees,
+          ankles, eyes, ears) that it has (score > 0)
+  y:  a_y, b_y = the degree-1 least-squares fit of reference y ~ a_y * driving y over every
+      driving frame's copy of those points
+  x:  a_x = a_y (one scale; the official's aspect factor is 1), b_x = mean(reference x - a_x *
+      driving x) over the same pairs
+  every body, hand and face point of every frame -> (a_x x + b_x, a_y y + b_y)
+Coordinates are the keypoint format's normalized (x / W, y / H). A driving point the estimator
+missed (score 0) leaves the fit (the official fits it at its placeholder coordinates) and stays
+missing; StableAnimator++'s learned alignment is a separate model.
+"""
+import dataclasses
+
+import numpy as np
+
+from data_pipelines.poses.keypoints import PoseKeypoints
+
+# OpenPose indices of the points the official fit uses (no elbows or wrists: they move most).
+ALIGNMENT_POINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+
+
+def fit_alignment(reference: PoseKeypoints, driving: PoseKeypoints):
+  """(scale (2,), offset (2,)) of the map x -> scale * x + offset taking the driving clip's
+  skeletons onto the reference (one frame)."""
+  if reference.stacked or not driving.stacked:
+    raise ValueError("fit_alignment: reference must be one frame and driving a clip "
+                     f"(got body shapes {reference.body.shape} and {driving.body.shape})")
+  points = [i for i in ALIGNMENT_POINTS if reference.body_scores[i] > 0]
+  if len(points) < 2:
+    raise ValueError(f"the reference pose has {len(points)} of the alignment points "
+                     f"{ALIGNMENT_POINTS}: at least 2 are needed to fit a scale")
+  ref = np.tile(reference.body[points], (len(driving), 1, 1))                # (F, P, 2)
+  drv = driving.body[:, points]
+  seen = driving.body_scores[:, points] > 0
+  if seen.sum() < 2:
+    raise ValueError("the driving poses have fewer than 2 detected alignment points in all")
+  ref, drv = ref[seen], drv[seen]                                            # (N, 2)
+  a_y, b_y = np.polyfit(drv[:, 1].astype(np.float64), ref[:, 1].astype(np.float64), 1)
+  b_x = np.mean(ref[:, 0] - a_y * drv[:, 0])
+  return np.array([a_y, a_y], np.float32), np.array([b_x, b_y], np.float32)
+
+
+def apply_alignment(driving: PoseKeypoints, scale, offset) -> PoseKeypoints:
+  """Every body, hand and face point moved by scale * p + offset; missing points stay (0, 0)."""
+  moved = {}
+  for name, scores in (("body", "body_scores"), ("hands", "hand_scores"), ("face", "face_scores")):
+    points = getattr(driving, name)
+    moved[name] = np.where((getattr(driving, scores) > 0)[..., None], points * scale + offset,
+                           points)
+  return dataclasses.replace(driving, **moved)
+
+
+def align_to_reference(reference: PoseKeypoints, driving: PoseKeypoints) -> PoseKeypoints:
+  """The driving clip's keypoints aligned onto the reference (fit_alignment + apply_alignment)."""
+  return apply_alignment(driving, *fit_alignment(reference, driving))
