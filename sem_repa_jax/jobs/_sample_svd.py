@@ -20,7 +20,7 @@ def model_folder(config, sub: str, field: str, kind: str) -> str:
   from sem_repa_jax.models.pretrained import read_pretrained_config
   path = config.get(field) or (os.path.join(config.model_dir, sub) if config.model_dir else "")
   if not path:
-    raise ValueError(f"set config.model_dir (with unet/, vae/ and image_encoder/) or config.{field}")
+    raise ValueError(f"set config.model_dir (with {sub}/ in it) or config.{field}")
   where = f"config.{field}" if config.get(field) else f"config.model_dir/{sub}"
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{where} = {path}: no such folder (write it with `python -m "

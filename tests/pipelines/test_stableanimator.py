@@ -7,10 +7,9 @@ SVD's /8 compression and a CLIP vision encoder (save_pretrained)."""
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
-from diffusers import StableVideoDiffusionPipeline
+from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
 from PIL import Image
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from transformers import CLIPImageProcessor
 
 import jax
 
@@ -20,9 +19,7 @@ from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.pipelines import stableanimator as sa
 from tests import parity
 from tests.diffusion.test_euler import SVD_SCHEDULER
-from tests.models.test_arcface import FEATURES, LAYERS, WIDTHS, TorchIResNet
-from tests.stableanimator_models import ID_DIM, WIDTH, convert_all, torch_models
-from tests.svd_models import TINY_CLIP
+from tests.stableanimator_models import ID_DIM, inference_models
 
 SIDE, LATENT, STEPS = 64, 4, 3        # 64x64 frames, 8x8 latents (VAE and PoseNet both /8)
 TOL = 1e-3
@@ -31,25 +28,12 @@ TOL = 1e-3
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("stableanimator_pipeline")
-  unet, pose, face = torch_models()
-  dirs = convert_all(root, (unet, pose, face))
-  torch.manual_seed(0)
-  vae = parity.randomize(AutoencoderKLTemporalDecoder(
-      block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
-      layers_per_block=1, latent_channels=LATENT, sample_size=SIDE).eval(), seed=1, spread=0.3)
-  clip = parity.randomize(CLIPVisionModelWithProjection(CLIPVisionConfig(
-      **dict(TINY_CLIP, projection_dim=WIDTH))).eval(), norms_only=True, spread=0.5)
-  arcface = parity.randomize(TorchIResNet(LAYERS, WIDTHS, FEATURES, 112), spread=0.1,
-                             gain=0.5 ** 0.5).eval()
-  torch.save(arcface.state_dict(), root / "backbone.pth")
-  model, variables = load_stableanimator(dirs["unet_dir"], dirs["pose_net_dir"],
-                                         dirs["face_encoder_dir"])
-  loaded = [x for m, kind in ((vae, "svd-vae"), (clip, "clip-vision"))
-            for x in load_pretrained(parity.convert_pretrained(m, kind, root / f"src_{kind}",
-                                                               root / kind))]
-  face_embedder = load_pretrained(parity.convert("arcface", root / "backbone.pth", root / "arc"))
-  ours = sa.StableAnimatorPipeline(model, variables, *loaded, *face_embedder, progress=False)
-  return (unet, pose, face, vae, clip), ours
+  torch_nets = inference_models(root)
+  model, variables = load_stableanimator(str(root / "unet"), str(root / "pose_net"),
+                                         str(root / "face_encoder"))
+  loaded = [x for name in ("vae", "image_encoder", "arcface")
+            for x in load_pretrained(str(root / name))]
+  return torch_nets, sa.StableAnimatorPipeline(model, variables, *loaded, progress=False)
 
 
 def _inputs(frames, tile, seed=0):
