@@ -12,7 +12,8 @@ and image_encoder/ (clip-vision) of SVD-XT, and for HJB arcface/ (python -m conv
 glintr100); *_dir fields override each. poses: a folder of frame_<i>.png skeleton images, or a
 DWPose keypoints .npz (python -m data_pipelines.poses) drawn at the output size, aligned onto
 reference_keypoints when given. id_embedding: a .npy of the reference face's raw 512-d ArcFace
-embedding (empty: zeros, as the official without a face). The defaults are the official
+embedding, or face_detector (SCRFD .onnx) to detect and embed it with arcface/ (neither, or no
+face found: zeros, as the official). The defaults are the official
 inference script's (512x512, 25 steps, guidance 3.0, 16-frame windows overlapping by 4,
 chunks of 4).
 """
@@ -30,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.image = ""                    # the reference image
   c.poses = ""                    # skeleton images folder, or a keypoints .npz
   c.reference_keypoints = ""      # the reference's keypoints .npz: align the driving ones onto it
-  c.id_embedding = ""             # .npy (512,) raw ArcFace embedding of the reference face
+  c.id_embedding = ""             # .npy (512,) raw ArcFace embedding of the reference face, or
+  c.face_detector = ""            # an SCRFD .onnx (antelopev2 scrfd_10g_bnkps): detect + embed it
   c.model_dir = ""
   c.unet_dir = ""                 # empty: model_dir/unet (each below likewise)
   c.pose_net_dir = ""

@@ -63,6 +63,18 @@ def face_masks(config, num_frames: int, height: int, width: int) -> np.ndarray:
   return masks if masks.shape[1:] == (height, width) else _resized(masks, height, width, True)
 
 
+def reference_id_embedding(image, detector, arcface) -> "np.ndarray | None":
+  """The raw ArcFace embedding (D,) of the reference's face through the one face path
+  (models/encoders/face_embed.py: the detector's best face, landmark-aligned to 112, embedded,
+  not L2-normalized, as the official antelopev2 `embedding`); None when no face is found.
+  image: RGB uint8 (H, W, 3) at its own size; arcface: (module, variables)."""
+  from sem_repa_jax.models.encoders import face_embed
+  crops, present = face_embed.aligned_faces(np.asarray(image)[None], detector, crop="landmarks")
+  if not present[0]:
+    return None
+  return face_embed.embed(*arcface, crops)[0].astype(np.float32)
+
+
 def settings_from_config(config, num_frames: int) -> sa.AnimationSettings:
   values = {name: config[name] for name in SETTINGS}
   values["decode_chunk_size"] = values["decode_chunk_size"] or None
@@ -85,24 +97,31 @@ def stableanimator_sampler(config) -> Sampler:
   poses = poses[:num_frames]
   settings = settings_from_config(config, num_frames)
   settings.check(build_module(dirs["vae"]).config.spatial_compression)
-  if config.id_embedding:
-    id_embedding = np.load(config.id_embedding).astype(np.float32).reshape(-1)
-  else:
-    logging.warning("config.id_embedding is empty: the face tokens see a zero ArcFace embedding "
-                    "(as the official does when it finds no face)")
-    id_embedding = None
+  if settings.hjb is not None and not (config.face_masks and config.reference_face_mask):
+    raise ValueError("config.hjb.enabled needs config.face_masks (the driving video's face "
+                     "masks) and config.reference_face_mask (the reference image's)")
   hjb_inputs = {}
   face_embedder = ()
-  if settings.hjb is not None:
-    if not (config.face_masks and config.reference_face_mask):
-      raise ValueError("config.hjb.enabled needs config.face_masks (the driving video's face "
-                       "masks) and config.reference_face_mask (the reference image's)")
+  if settings.hjb is not None or (config.face_detector and not config.id_embedding):
     face_embedder = load_pretrained(model_folder(config, "arcface", "arcface_dir", "arcface"))
+  image = load_image(config, settings.height, settings.width)
+  if config.id_embedding:
+    id_embedding = np.load(config.id_embedding).astype(np.float32).reshape(-1)
+  elif config.face_detector:
+    from sem_repa_jax.models.encoders.face_detect import SCRFD
+    id_embedding = reference_id_embedding(image, SCRFD(config.face_detector), face_embedder)
+    if id_embedding is None:
+      logging.warning("%s: no face found in the reference: the face tokens see a zero ArcFace "
+                      "embedding (as the official)", config.image)
+  else:
+    logging.warning("config.id_embedding and config.face_detector are empty: the face tokens see "
+                    "a zero ArcFace embedding (as the official does when it finds no face)")
+    id_embedding = None
+  if settings.hjb is not None:
     mask, _ = fit_to_aspect(Image.open(config.reference_face_mask).convert("L"), config.height,
                             config.width, config.get("image_fit", "crop"))
     hjb_inputs = {"face_masks": face_masks(config, num_frames, config.height, config.width),
                   "reference_face_mask": np.asarray(mask)}
-  image = load_image(config, settings.height, settings.width)
   model, variables = load_stableanimator(dirs["unet"], dirs["pose_net"], dirs["face_encoder"],
                                          attention=config.attention)
   others = [x for sub in ("vae", "image_encoder") for x in load_pretrained(dirs[sub])]

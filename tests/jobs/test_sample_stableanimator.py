@@ -108,3 +108,21 @@ def test_hjb_without_masks_is_a_one_line_error(model_dir, tmp_path):
   c.reference_keypoints = str(tmp_path / "ref.npz")
   with pytest.raises(ValueError, match="reference_keypoints aligns keypoints"):
     sample_job.run(c)
+
+
+def test_reference_embedding_is_the_raw_arcface_of_the_detected_aligned_face(model_dir, tmp_path):
+  from sem_repa_jax.jobs._sample_stableanimator import reference_id_embedding
+  from sem_repa_jax.models.encoders import face_align
+  from sem_repa_jax.models.encoders.face_detect import SCRFD, GivenFaces
+  from tests.models.test_arcface_faces import write_scrfd_stub
+  detector = SCRFD(write_scrfd_stub(tmp_path / "det.onnx"))
+  image = np.random.default_rng(4).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  module, variables = load_pretrained(str(model_dir / "arcface"))
+  got = reference_id_embedding(image, detector, (module, variables))
+  det = detector.detect(image)
+  j = det.best(image.shape)
+  face = face_align.norm_crop(image[None].astype(np.float32), det.landmarks[j][None])
+  want = module.apply(variables, (np.asarray(face) - 127.5) / 127.5)[0]
+  np.testing.assert_allclose(got, np.asarray(want), atol=1e-4)
+  assert abs(np.linalg.norm(got) - 1) > 1e-3                    # raw, not L2-normalized
+  assert reference_id_embedding(image, GivenFaces([None]), (module, variables)) is None

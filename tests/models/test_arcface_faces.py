@@ -119,8 +119,8 @@ def test_scrfd_decode_on_synthetic_outputs():
     empty.best()
 
 
-def test_scrfd_onnxruntime_session_letterboxes_and_rescales(tmp_path):
-  """A stand-in .onnx with SCRFD's input and 9 outputs returning the synthetic raw outputs."""
+def write_scrfd_stub(path) -> str:
+  """A stand-in SCRFD .onnx (its input and 9 outputs) returning the synthetic raw outputs."""
   outs = _synthetic_scrfd_outputs()
   names = [f"{kind}_{s}" for kind in ("score", "bbox", "kps") for s in (8, 16, 32)]
   nodes = [helper.make_node("ReduceMean", ["input.1"], ["m"], keepdims=0),
@@ -135,7 +135,13 @@ def test_scrfd_onnxruntime_session_letterboxes_and_rescales(tmp_path):
       [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names], inits)
   model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
   model.ir_version = 8
-  onnx.save(model, str(tmp_path / "det.onnx"))
+  onnx.save(model, str(path))
+  return str(path)
+
+
+def test_scrfd_onnxruntime_session_letterboxes_and_rescales(tmp_path):
+  outs = _synthetic_scrfd_outputs()
+  write_scrfd_stub(tmp_path / "det.onnx")
   detector = face_detect.SCRFD(str(tmp_path / "det.onnx"))
   image = np.zeros((128, 96, 3), np.uint8)           # tall: scaled by 0.5 into 48x64, padded
   det = detector.detect(image)
