@@ -18,7 +18,10 @@ Latents stay float32 through the loop whatever the model dtype (diffusers casts 
 dtype after every step; in float32 the two agree).
 
 `generate_long` is our extension (not in diffusers): several windows, each conditioned on the last
-frame of the previous one (docs/sampling.md).
+frame of the previous one (docs/sampling.md). So is `settings.hjb`: StableAnimator's HJB face
+optimization (diffusion/hjb.py) on the x0 of the chosen steps, through this VAE's decoder and a
+face embedder (face_embedder=), towards the conditioning image's face (face masks of the frames
+and of the image given to __call__).
 """
 import dataclasses
 from typing import Optional
@@ -28,8 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from sem_repa_jax.diffusion import guidance, samplers, schedules
+from sem_repa_jax.diffusion.hjb import HJBConfig
 from sem_repa_jax.diffusion.parameterization import Preconditioning
-from sem_repa_jax.pipelines.images import preprocess_image  # noqa: F401 (public here too)
+from sem_repa_jax.pipelines import face_refinement
+from sem_repa_jax.pipelines.images import pixels_at_own_size, preprocess_image  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +61,7 @@ class SamplingSettings:
   sampler: str = "ddim"                 # 'ddim' (CogVideoXDDIMScheduler) | 'dpm' (CogVideoXDPMScheduler)
   snr_shift_scale: float = 1.0          # 2b: 3.0
   timestep_spacing: str = "trailing"
+  hjb: Optional[HJBConfig] = None       # our extension: HJB face optimization (None: off)
 
   def check(self, facts: ModelFacts):
     s = facts.spatial_compression
@@ -69,6 +75,9 @@ class SamplingSettings:
     names = samplers.step_names("discrete")
     if self.sampler not in names:
       raise ValueError(f"sampler {self.sampler!r}: expected one of {', '.join(names)}")
+    if self.hjb is not None and self.hjb.last_step >= self.num_inference_steps:
+      raise ValueError(f"hjb.last_step={self.hjb.last_step}: the sampler has only "
+                       f"{self.num_inference_steps} steps")
 
 
 def latent_frames(settings: SamplingSettings, facts: ModelFacts):
@@ -90,12 +99,15 @@ class CogVideoXImageToVideo:
   """The pipeline; compiled functions are built once per instance and reused across calls."""
 
   def __init__(self, transformer, transformer_variables, vae, vae_variables, *,
-               facts: ModelFacts = ModelFacts(), progress: bool = True):
+               facts: ModelFacts = ModelFacts(), progress: bool = True, face_embedder=None,
+               face_embedder_variables=None):
     self.transformer, self.transformer_variables = transformer, transformer_variables
     self.vae, self.vae_variables = vae, vae_variables
+    self.face_embedder, self.face_embedder_variables = face_embedder, face_embedder_variables
     self.facts = facts
     self.progress = samplers.HostProgress("CogVideoX I2V", enabled=progress)
-    self._latents_fn = jax.jit(self._latents, static_argnames=("method", "do_cfg", "num_frames"))
+    self._latents_fn = jax.jit(self._latents, static_argnames=(
+        "method", "do_cfg", "num_frames", "hjb_config", "extra"))
     self._decode_fn = jax.jit(self._decode)
 
   # --- stage 2: the image latent -------------------------------------------------------------------
@@ -109,7 +121,8 @@ class CogVideoXImageToVideo:
 
   # --- stage 3: the compiled sampling loop ---------------------------------------------------------
   def _latents(self, transformer_variables, vae_variables, pixels, text, latents, image_noise,
-               tables, scales, init_noise_sigma, key, *, method, do_cfg, num_frames):
+               tables, scales, init_noise_sigma, key, face_vars=None, face_targets=None, *,
+               method, do_cfg, num_frames, hjb_config=None, extra=0):
     k_lat, k_img, k_loop = jax.random.split(key, 3)
     b, hw = pixels.shape[0], (pixels.shape[1] // self.facts.spatial_compression,
                               pixels.shape[2] // self.facts.spatial_compression)
@@ -141,8 +154,12 @@ class CogVideoXImageToVideo:
       # and converting equals converting and combining.
       return pre.to_x0(x, out)
 
+    refine = face_refinement.refine_hook(
+        hjb_config, tables[0].shape[0], face_targets,
+        decode=lambda z: self._decode(vae_variables, z[None, extra:])[0],
+        embed=lambda faces: self.face_embedder.apply(face_vars, faces))
     x, _ = samplers.sample_loop(denoise, latents, tables, method=method,
-                                guidance_scales=scales, key=k_loop,
+                                guidance_scales=scales, key=k_loop, refine_x0=refine,
                                 progress=self.progress if self.progress.enabled else None)
     return x
 
@@ -166,7 +183,7 @@ class CogVideoXImageToVideo:
 
   def __call__(self, image, prompt_embeds, negative_prompt_embeds=None, *, key,
                settings: SamplingSettings = SamplingSettings(), latents=None, image_noise=None,
-               decode: bool = True) -> dict:
+               decode: bool = True, face_masks=None, reference_face_mask=None) -> dict:
     """Generates B videos.
 
     image: one PIL image / (H, W, 3) array, or a sequence of B of them.
@@ -175,6 +192,8 @@ class CogVideoXImageToVideo:
     key: jax PRNG key, split into (initial noise, posterior noise, sampler noise).
     latents: optional initial noise (B, F_lat, h, w, C); image_noise: optional posterior noise
       (B, 1, h, w, C) (both for tests and reproducibility across frameworks).
+    face_masks (F, H, W) of the wanted face in every frame and reference_face_mask (H0, W0) of
+      the image at its own size: with settings.hjb (one image; its face is the target).
     Returns dict(latents=(B, F_lat, h, w, C) final latents, video=(B, F, H, W, 3) in [-1, 1]).
     """
     facts = self.facts
@@ -205,12 +224,22 @@ class CogVideoXImageToVideo:
       latents = _checked(latents, shape, "latents")
     if image_noise is not None:
       image_noise = _checked(image_noise, (b, 1, h, w, facts.latent_channels), "image_noise")
+    targets = None
+    if settings.hjb is not None:
+      if b != 1:
+        raise ValueError(f"HJB takes one image per call, got {b}")
+      targets = face_refinement.face_targets(
+          settings.hjb, self.face_embedder, self.face_embedder_variables, face_masks=face_masks,
+          num_frames=settings.num_frames, height=settings.height, width=settings.width,
+          reference_image=pixels_at_own_size(images[0]),
+          reference_face_mask=reference_face_mask)
     plan, scales, _ = self.plan(settings)
     out = self.progress.run(plan.num_steps, self._latents_fn, self.transformer_variables,
                             self.vae_variables, jnp.asarray(pixels), text, latents, image_noise,
                             plan.arrays(), jnp.asarray(scales, jnp.float32),
-                            np.float32(plan.init_noise_sigma), key, method=plan.method,
-                            do_cfg=do_cfg, num_frames=f_lat)
+                            np.float32(plan.init_noise_sigma), key, self.face_embedder_variables,
+                            targets, method=plan.method, do_cfg=do_cfg, num_frames=f_lat,
+                            hjb_config=settings.hjb, extra=extra)
     result = {"latents": out}
     if decode:
       result["video"] = self.decode(out[:, extra:])

@@ -1,5 +1,6 @@
 """A user's image as the image-to-video pipelines take it: `preprocess_image` (resize to the frame
-size as diffusers' image processors do, pixels in [-1, 1]) and `fit_to_aspect`.
+size as diffusers' image processors do, pixels in [-1, 1]), `pixels_at_own_size` (the same scale
+without resizing: SVD's CLIP branch, HJB's reference face) and `fit_to_aspect`.
 
 The pipelines resize their input straight to (height, width) as diffusers does, which stretches an
 image of another aspect ratio. `fit_to_aspect` first brings the image to the target's aspect:
@@ -62,4 +63,17 @@ def preprocess_image(image, height: int, width: int) -> np.ndarray:
       raise ValueError(f"float image of size {arr.shape[:2]}: expected ({height}, {width}); pass a "
                        "PIL image or uint8 array to have it resized")
     arr = arr.astype(np.float32)
+  return 2.0 * arr - 1.0
+
+
+def pixels_at_own_size(image) -> np.ndarray:
+  """PIL image or (H, W, 3) uint8 (or float in [0, 1]) at its own size -> float32 in [-1, 1]."""
+  from PIL import Image
+  if isinstance(image, Image.Image):
+    arr = np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
+  else:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+      raise ValueError(f"image of shape {arr.shape}: expected (H, W, 3)")
+    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
   return 2.0 * arr - 1.0

@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sem_repa_jax.diffusion import guidance, samplers
-from sem_repa_jax.diffusion.hjb import HJBConfig, crop_and_resize, make_refine_x0, mask_boxes
+from sem_repa_jax.diffusion.hjb import HJBConfig
 from sem_repa_jax.diffusion.parameterization import Preconditioning
-from sem_repa_jax.pipelines import svd_i2v
+from sem_repa_jax.pipelines import face_refinement, svd_i2v
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,17 +112,11 @@ class StableAnimatorPipeline:
         "method", "do_cfg", "num_frames", "hjb_config", "decode_chunk_size"))
     self._decode_fn = jax.jit(lambda v, z, chunk: svd_i2v.final_video(self.vae, v, z, chunk),
                               static_argnums=2)
-    self._face_fn = jax.jit(self._reference_face_embedding, static_argnames=("face_size",))
-
-  # --- HJB's reference: the reference image cropped by its own face mask ------------------------
-  def _reference_face_embedding(self, face_vars, image, box, *, face_size):
-    face = crop_and_resize(image, box, face_size)[None]
-    return self.face_embedder.apply(face_vars, face)[0].astype(jnp.float32)
 
   # --- the compiled sampling loop ---------------------------------------------------------------
   def _latents(self, variables, vae_vars, clip_vars, face_vars, clip_image, pixels, poses,
                id_embedding, noise, image_noise, time_ids, noise_aug_strength, tables, scales,
-               init_noise_sigma, windows, weights, boxes, has_face, reference_embedding, *,
+               init_noise_sigma, windows, weights, face_targets, *,
                method, do_cfg, num_frames, hjb_config, decode_chunk_size):
     model = self.model
     clip = svd_i2v.image_embeddings(self.image_encoder, clip_vars, clip_image)      # (1, 1, D)
@@ -156,13 +150,10 @@ class StableAnimatorPipeline:
         out = guidance.classifier_free_guidance(uncond, cond, scale)
       return pre.to_x0(x, out)
 
-    refine = None
-    if hjb_config is not None:
-      decode = lambda z: svd_i2v.final_video(self.vae, vae_vars, z[None], decode_chunk_size)[0]
-      embed = lambda faces: self.face_embedder.apply(face_vars, faces)
-      refine = make_refine_x0(hjb_config, tables[0].shape[0], decode=decode, embed=embed,
-                                  boxes=boxes, has_face=has_face,
-                                  reference_embedding=reference_embedding)
+    refine = face_refinement.refine_hook(
+        hjb_config, tables[0].shape[0], face_targets,
+        decode=lambda z: svd_i2v.final_video(self.vae, vae_vars, z[None], decode_chunk_size)[0],
+        embed=lambda faces: self.face_embedder.apply(face_vars, faces))
     x = periodic_noise(noise, num_frames) * init_noise_sigma
     x, _ = samplers.sample_loop(denoise, x, tables, method=method, guidance_scales=scales,
                                 refine_x0=refine,
@@ -205,8 +196,12 @@ class StableAnimatorPipeline:
       image_noise = jax.random.normal(k_image, pixels.shape)
     image_noise = svd_i2v.checked_input(image_noise, pixels.shape, "image_noise")
     id_embedding = np.asarray(id_embedding, np.float32).reshape(1, -1)
-    boxes, has_face, reference_embedding = self._hjb_inputs(s, clip_image, face_masks,
-                                                            reference_face_mask)
+    targets = None
+    if s.hjb is not None:
+      targets = face_refinement.face_targets(
+          s.hjb, self.face_embedder, self.face_embedder_vars, face_masks=face_masks,
+          num_frames=s.num_frames, height=s.height, width=s.width, reference_image=clip_image[0],
+          reference_face_mask=reference_face_mask)
     windows = window_indices(s.num_frames, s.tile_size, s.tile_overlap)
     plan, scales = svd_i2v.euler_plan(s)
     out = self.progress.run(
@@ -215,35 +210,10 @@ class StableAnimatorPipeline:
         id_embedding, latents, image_noise, jnp.asarray(svd_i2v.added_time_ids(s)),
         np.float32(s.noise_aug_strength), plan.arrays(), jnp.asarray(scales, jnp.float32),
         np.float32(plan.init_noise_sigma), jnp.asarray(windows),
-        jnp.asarray(window_weights(windows.shape[1])), boxes, has_face, reference_embedding,
+        jnp.asarray(window_weights(windows.shape[1])), targets,
         method=plan.method, do_cfg=s.do_cfg, num_frames=s.num_frames, hjb_config=s.hjb,
         decode_chunk_size=s.decode_chunk_size)
     result = {"latents": out}
     if decode:
       result["video"] = self.decode(out, s.decode_chunk_size)
     return result
-
-  def _hjb_inputs(self, s: AnimationSettings, clip_image, face_masks, reference_face_mask):
-    """(boxes (F, 4), has_face (F,), reference embedding (D,)), or Nones without HJB."""
-    if s.hjb is None:
-      return None, None, None
-    if self.face_embedder is None:
-      raise ValueError("settings.hjb is set but the pipeline has no face_embedder (ArcFace)")
-    if face_masks is None or reference_face_mask is None:
-      raise ValueError("settings.hjb needs face_masks (F, height, width) of the driving video and "
-                       "reference_face_mask (H0, W0) of the reference image")
-    masks = np.asarray(face_masks)
-    if masks.shape != (s.num_frames, s.height, s.width):
-      raise ValueError(f"face_masks of shape {masks.shape}: expected "
-                       f"({s.num_frames}, {s.height}, {s.width})")
-    ref_mask = np.asarray(reference_face_mask)
-    if ref_mask.shape != clip_image.shape[1:3]:
-      raise ValueError(f"reference_face_mask of shape {ref_mask.shape}: expected the reference "
-                       f"image's {clip_image.shape[1:3]}")
-    ref_box, ref_has = mask_boxes(ref_mask[None])
-    if not ref_has[0]:
-      raise ValueError("reference_face_mask has no face pixel: HJB needs the reference face")
-    boxes, has_face = mask_boxes(masks)
-    embedding = self._face_fn(self.face_embedder_vars, jnp.asarray(clip_image[0]),
-                              jnp.asarray(ref_box[0]), face_size=s.hjb.face_size)
-    return jnp.asarray(boxes), jnp.asarray(has_face), embedding

@@ -28,12 +28,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from sem_repa_jax.diffusion import guidance, samplers
 from sem_repa_jax.diffusion.parameterization import Preconditioning
 from sem_repa_jax.models.encoders.clip_preprocess import preprocess_for_clip
-from sem_repa_jax.pipelines.images import preprocess_image
+from sem_repa_jax.pipelines.images import pixels_at_own_size, preprocess_image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,18 +67,6 @@ class SamplingSettings:
                        f"{self.num_inference_steps}: both must be at least 1")
     if self.decode_chunk_size is not None and self.decode_chunk_size < 1:
       raise ValueError(f"decode_chunk_size={self.decode_chunk_size} must be at least 1")
-
-
-def clip_pixels(image) -> np.ndarray:
-  """PIL image or (H, W, 3) uint8 (or float in [0, 1]) at its own size -> float32 in [-1, 1]."""
-  if isinstance(image, Image.Image):
-    arr = np.asarray(image.convert("RGB")).astype(np.float32) / 255.0
-  else:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[-1] != 3:
-      raise ValueError(f"image of shape {arr.shape}: expected (H, W, 3)")
-    arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
-  return 2.0 * arr - 1.0
 
 
 def added_time_ids(settings: SamplingSettings) -> np.ndarray:
@@ -121,7 +108,7 @@ def prepared_images(image, settings: SamplingSettings):
   """One image or a list of one size -> (originals (B, H0, W0, 3) for CLIP, pixels (B, H, W, 3)
   resized for the VAE), both float32 in [-1, 1]."""
   images = [image] if not isinstance(image, (list, tuple)) else list(image)
-  originals = [clip_pixels(im) for im in images]
+  originals = [pixels_at_own_size(im) for im in images]
   if len({a.shape for a in originals}) > 1:
     raise ValueError(f"images of sizes {[a.shape[:2] for a in originals]}: a batch must share "
                      "one size (diffusers stacks them for the CLIP branch)")
