@@ -14,6 +14,8 @@ memory is taken before the large models run):
   sample_cogvideox       5b-I2V 50-step CFG sampling, ours vs diffusers, extrapolated from 3 steps
   train_step             stage-2 backbone step at 2b 49x480x720 vs the PyTorch step: time, MFU
   svd_unet, svd_vae, sample_svd   when their modules exist ("not available" in the JSON until then)
+  train_animator         StableAnimator step at 16x512x512 vs the PyTorch step, 16x576x1024 JAX
+                         alone (bf16, remat): time, MFU, compiled memory per device
 Each entry is `benchmarks/<name>.py: suite_entry(smoke: bool) -> dict`. Each runs inside a
 try/except that records the error, so one failure keeps the others; once --budget-s seconds have
 passed, the remaining entries are recorded as skipped. The JSON is rewritten after every entry,
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import harness  # noqa: E402
 
 MODULE_ENTRIES = ("cogvideox_vae", "cogvideox_transformer", "sample_cogvideox", "train_step",
-                  "svd_unet", "svd_vae", "sample_svd")
+                  "svd_unet", "svd_vae", "sample_svd", "train_animator")
 ENTRIES = ("matmul_peak",) + MODULE_ENTRIES
 BUDGET_S = 480
 
@@ -92,9 +94,10 @@ def derived(results: dict) -> None:
   fwd = results.get("cogvideox_transformer", {})
   if "tflops" in fwd:
     fwd["pct_of_matmul_peak"] = 100 * fwd["tflops"] / peak
-  for row in results.get("train_step", {}).values():
-    if isinstance(row, dict) and "tflops" in row:
-      row["mfu_pct_of_matmul_peak"] = 100 * row["tflops"] / peak
+  for entry in ("train_step", "train_animator"):   # one row per step kind
+    for row in results.get(entry, {}).values():
+      if isinstance(row, dict) and "tflops" in row:
+        row["mfu_pct_of_matmul_peak"] = 100 * row["tflops"] / peak
 
 
 # What the table shows of each entry, where present.
@@ -113,7 +116,7 @@ def _headline(row: dict) -> str:
       parts.append(f"50 steps: {v}")
     elif isinstance(v, (int, float)):
       parts.append(f"{k} {v:.4g}")
-  for k, v in row.items():   # train_step: one row per step kind
+  for k, v in row.items():   # train_step, train_animator: one row per step kind
     if isinstance(v, dict) and "mfu_pct_of_matmul_peak" in v:
       parts.append(f"{k.split(' (')[0]} MFU {v['mfu_pct_of_matmul_peak']:.1f}%")
   return "; ".join(parts)

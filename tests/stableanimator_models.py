@@ -1,14 +1,14 @@
 """Tiny random StableAnimator networks as users download them, for the training tests: the torch
-references of tests/methods (the official PoseNet and FusionFaceId, a diffusers SVD U-Net with the
-official ID adapter processors), randomized, saved as pose_net.pth / face_encoder.pth / unet.pth
-(+ the unet config folder), converted through the CLI, and the job config that trains from them."""
+references of benchmarks/stableanimator_torch.py (the official PoseNet and FusionFaceId, a
+diffusers SVD U-Net with the official ID adapter processors), randomized, saved as pose_net.pth /
+face_encoder.pth / unet.pth (+ the unet config folder), converted through the CLI, and the job
+config that trains from them."""
 import ml_collections
 import torch
 
+from benchmarks.stableanimator_torch import TorchFusionFaceId, TorchPoseNet, stableanimator_unet
 from configs import stableanimator
 from tests import parity
-from tests.methods.test_stableanimator_modules import TorchFusionFaceId, TorchPoseNet
-from tests.methods.test_stableanimator_unet import stableanimator_unet
 from tests.models.test_svd_unet import TINY
 
 WIDTH = 128        # context width = CLIP width = face token width (2 perceiver heads of 64)
@@ -17,15 +17,16 @@ UNET = dict(TINY, cross_attention_dim=WIDTH)
 LATENT, FRAMES, SIDE = 4, 2, 8       # latents (F, 8, 8, 4); pose images 64x64 (PoseNet /8)
 
 
-def torch_models():
-  """(unet, pose_net, face_encoder), eval mode, every weight redrawn."""
+def torch_models(unet=UNET, width=WIDTH, id_dim=ID_DIM):
+  """(unet, pose_net, face_encoder), eval mode, every weight redrawn; `unet`: the diffusers
+  U-Net's kwargs, `width` its cross_attention_dim (the CLIP and face token width)."""
   torch.manual_seed(0)
-  unet = parity.randomize(stableanimator_unet(**UNET).eval(), seed=3)
-  pose = parity.randomize(TorchPoseNet(out_channels=UNET["block_out_channels"][0]).eval(), seed=1,
+  model = parity.randomize(stableanimator_unet(**unet).eval(), seed=3)
+  pose = parity.randomize(TorchPoseNet(out_channels=unet["block_out_channels"][0]).eval(), seed=1,
                           gain=2.0)
-  face = parity.randomize(TorchFusionFaceId(dim=WIDTH, id_dim=ID_DIM, clip_dim=WIDTH).eval(),
+  face = parity.randomize(TorchFusionFaceId(dim=width, id_dim=id_dim, clip_dim=width).eval(),
                           seed=2)
-  return unet, pose, face
+  return model, pose, face
 
 
 def convert_all(root, models):

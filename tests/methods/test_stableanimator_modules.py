@@ -1,20 +1,20 @@
 """Parity of StableAnimator's PoseNet and face encoder (FusionFaceId) with PyTorch references.
 
-The references are torch modules written here from the facts in porting-notes.md ("StableAnimator",
+The references are the torch modules of benchmarks/stableanimator_torch.py, written from the
+facts in porting-notes.md ("StableAnimator",
 read from the official code), whose state_dict keys are the official names; every weight is
 randomized (PoseNet's zero final_proj and scale 2.0 included), saved as a .pth state dict as users
 download it, converted through `python -m conversion pose-net / face-encoder` and loaded with
 load_pretrained. Float32, tolerance 1e-4.
 """
-import math
 import flax.linen as nn_flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
+from benchmarks.stableanimator_torch import TorchFusionFaceId, TorchPoseNet
 from sem_repa_jax.methods.stableanimator.conditioning import (stableanimator_conditioning,
                                                              stableanimator_context)
 from sem_repa_jax.methods.stableanimator.face_encoder import FaceEncoderConfig, FusionFaceId
@@ -23,79 +23,6 @@ from sem_repa_jax.models import load_pretrained
 from tests import parity
 
 TOL = 1e-4
-
-
-class TorchPoseNet(nn.Module):
-  """The official PoseNet: 8 convs each followed by SiLU, final_proj 1x1, times scale."""
-
-  def __init__(self, out_channels=320):
-    super().__init__()
-    layers, cin = [], 3
-    for cout, k, s in [(3, 3, 1), (16, 4, 2), (16, 3, 1), (32, 4, 2), (32, 3, 1), (64, 4, 2),
-                       (64, 3, 1), (128, 3, 1)]:
-      layers += [nn.Conv2d(cin, cout, k, stride=s, padding=1), nn.SiLU()]
-      cin = cout
-    self.conv_layers = nn.Sequential(*layers)
-    self.final_proj = nn.Conv2d(128, out_channels, 1)
-    self.scale = nn.Parameter(torch.ones(1) * 2)
-
-  def forward(self, x):   # (b, f, c, h, w) -> (b f, c', h/8, w/8)
-    if x.ndim == 5:
-      x = x.flatten(0, 1)
-    return self.final_proj(self.conv_layers(x)) * self.scale
-
-
-class TorchPerceiverAttention(nn.Module):
-  def __init__(self, dim, dim_head=64):
-    super().__init__()
-    self.heads, self.dim_head = dim // dim_head, dim_head
-    self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-    self.to_q = nn.Linear(dim, dim, bias=False)
-    self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
-    self.to_out = nn.Linear(dim, dim, bias=False)
-
-  def forward(self, x, latents):
-    x, latents = self.norm1(x), self.norm2(latents)
-    b, n, _ = latents.shape
-    heads = lambda t: t.view(b, t.shape[1], self.heads, -1).transpose(1, 2)
-    q = heads(self.to_q(latents))
-    k, v = (heads(t) for t in self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1))
-    s = 1 / math.sqrt(math.sqrt(self.dim_head))
-    w = torch.softmax(((q * s) @ (k * s).transpose(-2, -1)).float(), dim=-1).type(q.dtype)
-    return self.to_out((w @ v).transpose(1, 2).reshape(b, n, -1))
-
-
-class TorchFacePerceiver(nn.Module):
-  def __init__(self, dim, clip_dim, depth=4, ff_mult=4):
-    super().__init__()
-    self.proj_in, self.proj_out = nn.Linear(clip_dim, dim), nn.Linear(dim, dim)
-    self.norm_out = nn.LayerNorm(dim)
-    self.layers = nn.ModuleList(
-        nn.ModuleList([TorchPerceiverAttention(dim),
-                       nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, ff_mult * dim, bias=False),
-                                     nn.GELU(), nn.Linear(ff_mult * dim, dim, bias=False))])
-        for _ in range(depth))
-
-  def forward(self, latents, x):
-    x = self.proj_in(x)
-    for attn, ff in self.layers:
-      latents = attn(x, latents) + latents
-      latents = ff(latents) + latents
-    return self.norm_out(self.proj_out(latents))
-
-
-class TorchFusionFaceId(nn.Module):
-  def __init__(self, dim, id_dim, clip_dim, tokens=4):
-    super().__init__()
-    self.dim, self.tokens = dim, tokens
-    self.proj = nn.Sequential(nn.Linear(id_dim, 2 * id_dim), nn.GELU(),
-                              nn.Linear(2 * id_dim, dim * tokens))
-    self.norm = nn.LayerNorm(dim)
-    self.fusion_model = TorchFacePerceiver(dim, clip_dim)
-
-  def forward(self, id_embeds, clip_embeds):
-    x = self.norm(self.proj(id_embeds).reshape(-1, self.tokens, self.dim))
-    return self.fusion_model(x, clip_embeds)
 
 
 # 2 heads of 64, perceiver depth 4; the CLIP width is the context width, as in the official (1024)

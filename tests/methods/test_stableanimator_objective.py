@@ -1,6 +1,7 @@
-"""StableAnimator's training objective against the official train.py computation written here in
-torch (porting-notes.md, StableAnimator "Training"): the same converted networks, the same sigmas,
-noise and dropout uniforms, float32, relative error <= 1e-5; and the official trainable set.
+"""StableAnimator's training objective against the official train.py computation in torch
+(benchmarks/stableanimator_torch.py, from porting-notes.md, StableAnimator "Training"): the same
+converted networks, the same sigmas, noise and dropout uniforms, float32, relative error <= 1e-5;
+and the official trainable set.
 
 The torch side follows the official step: noisy = x0 + sigma eps; c_noise = 0.25 ln sigma; input
 noisy / sqrt(sigma^2 + 1) concatenated with the unscaled reference latents (zeroed for
@@ -15,6 +16,7 @@ import pytest
 import torch
 from flax import traverse_util
 
+from benchmarks.stableanimator_torch import P, official_inputs, official_loss
 from sem_repa_jax.jobs import train_animator
 from sem_repa_jax.methods.stableanimator.objective import (Draws, ObjectiveConfig,
                                                           conditioning_dropout,
@@ -24,9 +26,6 @@ from sem_repa_jax.training.train_state import make_train_state
 from tests.stableanimator_models import (FRAMES, ID_DIM, LATENT, SIDE, WIDTH, convert_all,
                                          torch_models, training_config)
 
-P = 0.1
-SCALE = 0.18215
-IDS = (6.0, 127.0, 0.02)
 
 
 def _batch(seed):
@@ -40,36 +39,8 @@ def _batch(seed):
 
 
 def torch_loss(models, batch, sigma, noise, r):
-  unet, pose_net, face_encoder = models
-  t = lambda a, *perm: torch.from_numpy(np.ascontiguousarray(a)).float().permute(*perm) \
-      if perm else torch.from_numpy(np.ascontiguousarray(a)).float()
-  latents = t(batch["video_latents"], 0, 1, 4, 2, 3)                  # b f c h w
-  noise, sigma, r = t(noise, 0, 1, 4, 2, 3), t(sigma), t(r)
-  s = sigma.reshape(-1, 1, 1, 1, 1)
-  noisy = latents + noise * s
-  timesteps = 0.25 * sigma.log()
-  inp = noisy / (s ** 2 + 1) ** 0.5
-  ehs = t(batch["clip_embeds"])[:, None]
-  image_embed = ehs.clone()
-  ehs = torch.where((r < 2 * P).reshape(-1, 1, 1), torch.zeros_like(ehs), ehs)
-  cond = t(batch["reference_latents"], 0, 3, 1, 2) / SCALE
-  mask = 1 - ((r >= P).float() * (r < 3 * P).float())
-  cond = (mask.reshape(-1, 1, 1, 1) * cond)[:, None].repeat(1, latents.shape[1], 1, 1, 1)
-  pose = t(batch["pose_images"], 0, 1, 4, 2, 3) / 127.5 - 1
   with torch.no_grad():
-    pose_latents = pose_net(pose)
-    face = face_encoder(t(batch["id_embeds"]), image_embed)
-    hook = unet.conv_in.register_forward_hook(lambda m, i, o: o + pose_latents)
-    try:
-      pred = unet(torch.cat([inp, cond], 2), timesteps, torch.cat([ehs, face], 1),
-                  added_time_ids=torch.tensor([IDS] * latents.shape[0])).sample
-    finally:
-      hook.remove()
-  denoised = pred * (-s / (s ** 2 + 1) ** 0.5) + noisy / (s ** 2 + 1)
-  weighing = (1 + s ** 2) * s ** -2.0
-  m = t(batch["face_weight_masks"])[:, :, None]
-  per = (weighing * (denoised - latents) ** 2 * (1 + m)).reshape(latents.shape[0], -1).mean(1)
-  return float(per.mean())
+    return float(official_loss(models, official_inputs(batch, sigma, noise, r)))
 
 
 @pytest.fixture(scope="module")

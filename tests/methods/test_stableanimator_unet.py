@@ -1,6 +1,7 @@
 """Parity of the SVD U-Net with StableAnimator's distribution-aware ID adapter (id_alignment
 'distribution', 4 face tokens) against diffusers' UNetSpatioTemporalConditionModel running
-attention processors written here from the official adapter (porting-notes.md "StableAnimator").
+attention processors written from the official adapter (benchmarks/stableanimator_torch.py,
+porting-notes.md "StableAnimator").
 
 The tiny diffusers U-Net gets, on attn2 of every spatial transformer block, a processor holding
 id_to_k / id_to_v (so its state_dict has the official `attn2.processor.id_to_{k,v}.weight` keys),
@@ -13,10 +14,8 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from diffusers import UNetSpatioTemporalConditionModel
-from diffusers.models.attention_processor import AttnProcessor2_0
 
+from benchmarks.stableanimator_torch import FACE_TOKENS, stableanimator_unet
 from conversion import svd_unet as converter
 from conversion.mapping import ConversionError
 from sem_repa_jax.models import load_pretrained
@@ -25,60 +24,7 @@ from sem_repa_jax.nn.attention_layers import align_distribution
 from tests import parity
 from tests.models.test_svd_unet import TINY, _compiler
 
-FACE_TOKENS = 4
 TOL = 1e-4
-
-
-def _attend(attn, q, k, v):
-  """Multi-head softmax attention of diffusers' Attention (scale 1/sqrt(head_dim))."""
-  q, k, v = (attn.head_to_batch_dim(t) for t in (q, k, v))
-  return attn.batch_to_head_dim(F.scaled_dot_product_attention(q, k, v))
-
-
-class IDAdapterProcessor(torch.nn.Module):
-  """The official adapter: CLIP token through to_k / to_v, the face tokens through id_to_k /
-  id_to_v, each attended by the same queries; the face branch aligned per frame (over tokens and
-  channels, unbiased std, eps 1e-5 on its std) to the CLIP branch, added, then to_out."""
-
-  def __init__(self, hidden_size, cross_attention_dim):
-    super().__init__()
-    self.id_to_k = torch.nn.Linear(cross_attention_dim, hidden_size, bias=False)
-    self.id_to_v = torch.nn.Linear(cross_attention_dim, hidden_size, bias=False)
-
-  def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
-               temb=None, **kwargs):
-    clip, face = encoder_hidden_states[:, :-FACE_TOKENS], encoder_hidden_states[:, -FACE_TOKENS:]
-    q = attn.to_q(hidden_states)
-    hs = _attend(attn, q, attn.to_k(clip), attn.to_v(clip))
-    ip = _attend(attn, q, self.id_to_k(face), self.id_to_v(face))
-    mean_h, std_h = hs.mean(dim=(1, 2), keepdim=True), hs.std(dim=(1, 2), keepdim=True)
-    mean_i, std_i = ip.mean(dim=(1, 2), keepdim=True), ip.std(dim=(1, 2), keepdim=True)
-    hs = hs + 1.0 * ((ip - mean_i) * (std_h / (std_i + 1e-5)) + mean_h)
-    return attn.to_out[1](attn.to_out[0](hs))
-
-
-class ClipTokenOnlyProcessor(AttnProcessor2_0):
-  """The official temporal cross-attention: the context without the face tokens."""
-
-  def __call__(self, attn, hidden_states, encoder_hidden_states=None, *args, **kwargs):
-    return super().__call__(attn, hidden_states, encoder_hidden_states[:, :-FACE_TOKENS], *args,
-                            **kwargs)
-
-
-def stableanimator_unet(**config):
-  """A diffusers SVD U-Net with StableAnimator's processors (ID adapter on spatial attn2)."""
-  model = UNetSpatioTemporalConditionModel(**config)
-  procs = {}
-  for name in model.attn_processors:
-    module = model.get_submodule(name.rsplit(".processor", 1)[0])
-    if name.endswith("attn2.processor") and ".temporal_transformer_blocks." not in name:
-      procs[name] = IDAdapterProcessor(module.inner_dim, module.cross_attention_dim)
-    elif name.endswith("attn2.processor"):
-      procs[name] = ClipTokenOnlyProcessor()
-    else:
-      procs[name] = AttnProcessor2_0()
-  model.set_attn_processor(procs)
-  return model
 
 
 def _run_torch(model, sample, c_noise, context, ids):
