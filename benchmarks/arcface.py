@@ -22,8 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import harness  # noqa: E402
 
 
-def torch_iresnet(depth: int):
-  """insightface recognition/arcface_torch/backbones/iresnet.py (eval mode), random weights."""
+def torch_iresnet(depth, widths=(64, 128, 256, 512), num_features: int = 512,
+                  input_size: int = 112):
+  """insightface recognition/arcface_torch/backbones/iresnet.py (eval mode), random weights;
+  depth: 18 | 34 | 50 | 100 | 200 or the blocks per stage; widths and input_size as arguments for
+  reduced models (benchmarks/hjb.py)."""
   import torch
   from torch import nn
   from sem_repa_jax.models.encoders.arcface import DEPTHS
@@ -45,22 +48,23 @@ def torch_iresnet(depth: int):
   class Net(nn.Module):
     def __init__(self, layers):
       super().__init__()
-      self.conv1, self.bn1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64)
-      self.prelu = nn.PReLU(64)
-      cin, stages = 64, []
-      for n, w in zip(layers, (64, 128, 256, 512)):
+      self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+      self.bn1, self.prelu = nn.BatchNorm2d(widths[0]), nn.PReLU(widths[0])
+      cin, stages = widths[0], []
+      for n, w in zip(layers, widths):
         stages.append(nn.Sequential(Block(cin, w, 2), *[Block(w, w, 1) for _ in range(n - 1)]))
         cin = w
       self.layer1, self.layer2, self.layer3, self.layer4 = stages
-      self.bn2, self.fc = nn.BatchNorm2d(512), nn.Linear(512 * 49, 512)
-      self.features = nn.BatchNorm1d(512)
+      self.bn2 = nn.BatchNorm2d(widths[-1])
+      self.fc = nn.Linear(widths[-1] * (input_size // 16) ** 2, num_features)
+      self.features = nn.BatchNorm1d(num_features)
 
     def forward(self, x):
       x = self.prelu(self.bn1(self.conv1(x)))
       x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
       return self.features(self.fc(torch.flatten(self.bn2(x), 1)))
 
-  net = Net(DEPTHS[depth])
+  net = Net(DEPTHS[depth] if isinstance(depth, int) else tuple(depth))
   g = torch.Generator().manual_seed(0)
   with torch.no_grad():
     for m in net.modules():

@@ -124,32 +124,6 @@ def compiled_memory(args):
           f"temporaries {rows[-1][2] / rows[0][2]:.2f}x")
 
 
-def _rss_mib() -> float:
-  with open("/proc/self/statm") as f:
-    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MiB
-
-
-def _peak_rss_growth(fn) -> float:
-  """Peak resident memory above the level before fn, sampled every 2 ms while it runs (the
-  process-lifetime ru_maxrss would include compilation)."""
-  import threading
-  base, peak, done = _rss_mib(), [0.0], threading.Event()
-
-  def sample():
-    while not done.is_set():
-      peak[0] = max(peak[0], _rss_mib())
-      time.sleep(0.002)
-
-  thread = threading.Thread(target=sample, daemon=True)
-  thread.start()
-  try:
-    fn()
-  finally:
-    done.set()
-    thread.join()
-  return max(peak[0], _rss_mib()) - base
-
-
 def rss_child(impl: str, frames: int, args):
   """In a fresh process: peak RSS growth over one decode (weights loaded and compiled first)."""
   import jax
@@ -162,12 +136,12 @@ def rss_child(impl: str, frames: int, args):
   if impl == "jax":
     dec = jax.jit(lambda v, z: module.apply(v, z, method="decode")).lower(variables, z).compile()
     del ref
-    growth = _peak_rss_growth(lambda: jax.block_until_ready(dec(variables, z)))
+    growth = harness.peak_rss_growth_mib(lambda: jax.block_until_ready(dec(variables, z)))
   else:
     del variables
     zt = torch.from_numpy(z).permute(0, 4, 1, 2, 3)
     with torch.no_grad():
-      growth = _peak_rss_growth(lambda: ref.decode(zt))
+      growth = harness.peak_rss_growth_mib(lambda: ref.decode(zt))
   print(json.dumps({"impl": impl, "frames": frames, "peak_growth_mib": growth}))
 
 

@@ -102,6 +102,33 @@ def _wait(x):
     return x
 
 
+def _rss_mib() -> float:
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_growth_mib(fn) -> float:
+  """Peak resident memory (MiB) above the level before fn, sampled every 2 ms while it runs (the
+  process-lifetime ru_maxrss would include compilation and earlier runs). For CPU memory of
+  frameworks whose allocations tracemalloc does not see (torch tensors, XLA buffers); Linux."""
+  import threading
+  base, peak, done = _rss_mib(), [0.0], threading.Event()
+
+  def sample():
+    while not done.is_set():
+      peak[0] = max(peak[0], _rss_mib())
+      time.sleep(0.002)
+
+  thread = threading.Thread(target=sample, daemon=True)
+  thread.start()
+  try:
+    fn()
+  finally:
+    done.set()
+    thread.join()
+  return max(peak[0], _rss_mib()) - base
+
+
 def table(results: Dict[str, Timing], baseline: Optional[str] = None, title: str = "") -> str:
   """A text table of medians (min..max) and, with `baseline`, each row's ratio to it, followed by
   the load average (marked LOADED above the core count)."""

@@ -68,8 +68,12 @@ def test_unknown_entry_is_a_usage_error(tmp_path):
 def test_full_smoke_every_entry_runs(tmp_path):
   r = _run(tmp_path)["results"]
   for name in ("matmul_peak", "cogvideox_vae", "cogvideox_transformer", "sample_cogvideox",
-               "train_step", "train_animator"):
+               "train_step", "train_animator", "hjb"):
     assert r[name]["status"] == "ok", (name, r[name].get("traceback"))
   assert r["cogvideox_vae"]["compiled_bytes"] > 0
   assert r["train_step"]["JAX backbone (L_t)"]["mfu_pct_of_matmul_peak"] > 0
   assert r["sample_cogvideox"]["max_abs_diff"] < 1e-3
+  tiny = r["train_animator"]["tiny"]
+  assert tiny["fsdp8_memory"]["total_bytes"] > 0 and tiny["loss_rel_diff"] < 1e-4
+  for side in ("jax", "torch"):
+    assert r["train_animator"][f"{side} {tiny['shape']}"]["mfu_pct_of_matmul_peak"] > 0

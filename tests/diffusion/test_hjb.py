@@ -1,7 +1,8 @@
 """HJB face optimization (diffusion/hjb.py) against the official inner loop written in torch
-(porting-notes.md: torch Adam on a copy of x0, every frame decoded by chunks through the temporal
-VAE, clamp to [-1, 1], crop by the mask box, F.interpolate to 112 bilinear, IResNet,
-mean |1 - cos|), with a tiny diffusers VAE and a tiny IResNet converted as users' files are."""
+(benchmarks/hjb.py torch_hjb_loop; porting-notes.md: torch Adam on a copy of x0, every frame
+decoded by chunks through the temporal VAE, clamp to [-1, 1], crop by the mask box, F.interpolate
+to 112 bilinear, IResNet, mean |1 - cos|), with a tiny diffusers VAE and a tiny IResNet converted
+as users' files are."""
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 import jax
 import jax.numpy as jnp
 
+from benchmarks.hjb import torch_hjb_loop
 from sem_repa_jax.diffusion import hjb
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.models.svd.vae import TemporalVAE
@@ -49,30 +51,6 @@ def _case(seed=0):
   return x0, masks
 
 
-def _torch_loop(nets, x0, masks, e_ref, lr, iterations, eps=1e-8):
-  """The official inner loop (animation/pipelines/euler_discrete_pro.py), one video."""
-  vae, arcface = nets
-  boxes, _ = hjb.mask_boxes(masks)
-  z0 = torch.from_numpy(x0).permute(0, 3, 1, 2)[None].clone().requires_grad_(True)
-  opt = torch.optim.Adam([z0], lr=lr, eps=eps)
-  ref = torch.from_numpy(e_ref)[None].repeat(FRAMES, 1)
-  losses = []
-  for _ in range(iterations):
-    latents = z0.flatten(0, 1) / SCALING
-    chunks = [latents[i:i + CHUNK] for i in range(0, FRAMES, CHUNK)]
-    frames = torch.cat([vae.decode(z, num_frames=len(z)).sample for z in chunks])
-    frames = ((frames / 2 + 0.5).clamp(0, 1) * 255).clamp(0, 255).div(255).sub(0.5).div(0.5)
-    faces = torch.cat([F.interpolate(frames[k:k + 1, :, y0:y1 + 1, x0_:x1 + 1], size=(FACE, FACE),
-                                     mode="bilinear", align_corners=False)
-                       for k, (y0, y1, x0_, x1) in enumerate(boxes)])
-    loss = (1 - torch.nn.CosineSimilarity(dim=1)(arcface(faces), ref)).abs().mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    losses.append(float(loss))
-  return z0.detach()[0].permute(0, 2, 3, 1).numpy(), np.array(losses)
-
-
 def _reference_embedding(nets, seed=7):
   face = np.random.default_rng(seed).uniform(-1, 1, (1, 3, FACE, FACE)).astype(np.float32)
   with torch.no_grad():
@@ -87,8 +65,9 @@ def test_face_step_equals_the_official_torch_loop(nets, eps):
   torch_nets, (decode, embed) = nets
   x0, masks = _case()
   e_ref = _reference_embedding(torch_nets)
-  want_z, want_losses = _torch_loop(torch_nets, x0, masks, e_ref, lr=0.05, iterations=3, eps=eps)
   boxes, has_face = hjb.mask_boxes(masks)
+  want_z, want_losses = torch_hjb_loop(*torch_nets, x0, boxes, e_ref, lr=0.05, iterations=3,
+                                       chunk=CHUNK, face_size=FACE, eps=eps, scaling=SCALING)
   assert has_face.all()
   step = jax.jit(lambda z, lr: hjb.hjb_face_step(
       z, lr, decode=decode, embed=embed, boxes=boxes, has_face=has_face,
@@ -172,14 +151,15 @@ def test_refine_hook_acts_on_the_configured_steps_only(nets):
   refine = jax.jit(hjb.make_refine_x0(cfg, 4, decode=decode, embed=embed, boxes=boxes,
                                       has_face=has_face, reference_embedding=e_ref))
   batch = jnp.stack([jnp.asarray(x0), jnp.asarray(_case(1)[0])])
+  step = jax.jit(lambda z, lr: hjb.hjb_face_step(
+      z, lr, decode=decode, embed=embed, boxes=boxes, has_face=has_face,
+      reference_embedding=e_ref, iterations=1, face_size=FACE, adam_eps=1e-4)[0])
   for i in range(4):
     out = np.asarray(refine(batch, jnp.int32(i)))
     if i in (1, 2):
       # Video by video as hjb_face_step at lr 0.1 (1 - i / 4).
       for b in range(2):
-        want, _ = hjb.hjb_face_step(batch[b], 0.1 * (1 - i / 4), decode=decode, embed=embed,
-                                    boxes=boxes, has_face=has_face, reference_embedding=e_ref,
-                                    iterations=1, face_size=FACE, adam_eps=1e-4)
+        want = step(batch[b], 0.1 * (1 - i / 4))
         assert np.abs(np.asarray(want) - np.asarray(batch[b])).max() > 1e-3
         np.testing.assert_allclose(out[b], np.asarray(want), atol=1e-6)
     else:
