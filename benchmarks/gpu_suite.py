@@ -14,13 +14,10 @@ memory is taken before the large models run):
   sample_cogvideox       5b-I2V 50-step CFG sampling, ours vs diffusers, extrapolated from 3 steps
   train_step             stage-2 backbone step at 2b 49x480x720 vs the PyTorch step: time, MFU
   svd_unet, svd_vae, sample_svd   when their modules exist ("not available" in the JSON until then)
-<<<<<<< HEAD
   train_animator         StableAnimator step at 16x512x512 vs the PyTorch step, 16x576x1024 JAX
                          alone (bf16, remat): time, MFU, compiled memory per device
-=======
   hjb                    StableAnimator's HJB face step (SVD VAE + iresnet100, remat) at 16x512x512
                          and 16x576x1024, fp32: seconds and compiled bytes per device
->>>>>>> hjb-bench
 Each entry is `benchmarks/<name>.py: suite_entry(smoke: bool) -> dict`. Each runs inside a
 try/except that records the error, so one failure keeps the others; once --budget-s seconds have
 passed, the remaining entries are recorded as skipped. The JSON is rewritten after every entry,
@@ -41,11 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import harness  # noqa: E402
 
 MODULE_ENTRIES = ("cogvideox_vae", "cogvideox_transformer", "sample_cogvideox", "train_step",
-<<<<<<< HEAD
-                  "svd_unet", "svd_vae", "sample_svd", "train_animator")
-=======
-                  "svd_unet", "svd_vae", "sample_svd", "hjb")
->>>>>>> hjb-bench
+                  "svd_unet", "svd_vae", "sample_svd", "train_animator", "hjb")
 ENTRIES = ("matmul_peak",) + MODULE_ENTRIES
 BUDGET_S = 480
 
