@@ -45,6 +45,12 @@ class HJBConfig:
       raise ValueError(f"hjb steps {self.first_step}..{self.last_step}: expected "
                        f"0 <= first_step <= last_step")
 
+  def check_steps(self, num_steps: int):
+    """A sampler of num_steps steps reaches last_step."""
+    if self.last_step >= num_steps:
+      raise ValueError(f"hjb.last_step={self.last_step}: the sampler has only {num_steps} steps "
+                       f"(0..{num_steps - 1})")
+
 
 def mask_boxes(masks, threshold: float = 0.5):
   """Face masks (F, H, W) with values in [0, 1] (or 0/255 uint8) -> (boxes (F, 4) int32 rows

@@ -75,9 +75,8 @@ class SamplingSettings:
     names = samplers.step_names("discrete")
     if self.sampler not in names:
       raise ValueError(f"sampler {self.sampler!r}: expected one of {', '.join(names)}")
-    if self.hjb is not None and self.hjb.last_step >= self.num_inference_steps:
-      raise ValueError(f"hjb.last_step={self.hjb.last_step}: the sampler has only "
-                       f"{self.num_inference_steps} steps")
+    if self.hjb is not None:
+      self.hjb.check_steps(self.num_inference_steps)
 
 
 def latent_frames(settings: SamplingSettings, facts: ModelFacts):

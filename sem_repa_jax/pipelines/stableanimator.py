@@ -53,9 +53,8 @@ class AnimationSettings(svd_i2v.SamplingSettings):
     if self.tile_size < 1 or not 0 <= self.tile_overlap < self.tile_size:
       raise ValueError(f"tile_size={self.tile_size}, tile_overlap={self.tile_overlap}: expected "
                        "tile_size >= 1 and 0 <= tile_overlap < tile_size")
-    if self.hjb is not None and self.hjb.last_step >= self.num_inference_steps:
-      raise ValueError(f"hjb.last_step={self.hjb.last_step}: the sampler has only "
-                       f"{self.num_inference_steps} steps (0..{self.num_inference_steps - 1})")
+    if self.hjb is not None:
+      self.hjb.check_steps(self.num_inference_steps)
 
 
 def window_indices(num_frames: int, tile_size: int, tile_overlap: int) -> np.ndarray:
