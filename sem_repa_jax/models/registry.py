@@ -18,6 +18,7 @@ FACTORIES = {
     "svd-unet": "sem_repa_jax.models.svd.unet:build",
     "lpips": "sem_repa_jax.models.metrics.lpips:build",
     "fid-inception": "sem_repa_jax.models.metrics.inception:build",
+    "i3d": "sem_repa_jax.models.metrics.i3d:build",
     "pose-net": "sem_repa_jax.methods.stableanimator.posenet:build",
     "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
     "sd-unet": "sem_repa_jax.models.sd.unet:build",
