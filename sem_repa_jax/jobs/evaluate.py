@@ -7,6 +7,10 @@ stem, or the manifest's `name`); a pair must agree in frame count and size. The 
 config.evaluate.metrics (eval/suite.py) run in batches of frames, one jitted function over the
 local devices; PSNR, SSIM, L1 and LPIPS are averaged per video and then over videos, FID is one
 Frechet distance between the Inception features of all generated and all reference frames.
+FVD and FID-VID cut each video into clips of config.evaluate.clip_length frames (16) every
+clip_stride frames (16: non-overlapping, from frame 0, a shorter tail left out; a video shorter
+than one clip is an error) and take one Frechet distance over the I3D features of all clips
+(eval/fvd.py). CPBD scores each generated frame alone (eval/cpbd.py), averaged like PSNR.
 Writes <workdir>/metrics.json and <workdir>/evaluation.md.
 """
 import json
@@ -91,20 +95,21 @@ def read_video(path: str) -> np.ndarray:
 
 def markdown_table(summary: dict, metrics) -> str:
   from sem_repa_jax.eval.suite import LOWER_IS_BETTER
-  head = "| " + " | ".join(f"{m.upper()} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in metrics)
+  head = "| " + " | ".join(f"{m.upper().replace('_', '-')} {'↓' if LOWER_IS_BETTER[m] else '↑'}"
+                           for m in metrics)
   row = "| " + " | ".join(f"{summary[m]:.4g}" for m in metrics)
   return (f"## Evaluation ({summary['videos']} videos, {summary['frames']} frames)\n\n"
           f"{head} |\n|{'---|' * len(metrics)}\n{row} |\n")
 
 
 def _load_networks(e, names, sharding) -> dict:
-  from sem_repa_jax.eval.suite import NETWORK_KIND
+  from sem_repa_jax.eval.suite import NETWORK_KIND, WEIGHTS_FIELD
   from sem_repa_jax.models.pretrained import load_pretrained, read_pretrained_config
-  networks = {}
+  networks, loaded = {}, {}
   for metric in names:
     if metric not in NETWORK_KIND:
       continue
-    field = f"{metric}_weights"
+    field = WEIGHTS_FIELD[metric]
     path = e[field]
     if not path:
       raise ValueError(f"config.evaluate.{field} is empty; metric {metric!r} needs a folder from "
@@ -113,8 +118,18 @@ def _load_networks(e, names, sharding) -> dict:
     if kind != NETWORK_KIND[metric]:
       raise ValueError(f"config.evaluate.{field} = {path}: a {kind!r} folder; expected "
                        f"{NETWORK_KIND[metric]!r}")
-    networks[metric] = load_pretrained(path, sharding=sharding)
+    if path not in loaded:   # FVD and FID-VID share one I3D folder
+      loaded[path] = load_pretrained(path, sharding=sharding)
+    networks[metric] = loaded[path]
   return networks
+
+
+def _padded_batches(x: np.ndarray, batch: int):
+  """(start, n, batch of `batch` rows): a fixed shape compiles once; the filler rows (copies of
+  the last) are dropped by the caller."""
+  for start in range(0, len(x), batch):
+    n = min(batch, len(x) - start)
+    yield start, n, np.concatenate([x[start:start + n], np.repeat(x[-1:], batch - n, 0)])
 
 
 def run(config) -> dict:
@@ -122,24 +137,33 @@ def run(config) -> dict:
   from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
   from tqdm import tqdm
 
+  from sem_repa_jax.eval.cpbd import cpbd_frames
   from sem_repa_jax.eval.fid import FeatureStatistics, frechet_distance
-  from sem_repa_jax.eval.suite import PAIR_METRICS, batch_function, check_metrics
+  from sem_repa_jax.eval.fvd import clips_of
+  from sem_repa_jax.eval.suite import (CLIP_METRICS, FEATURES, PAIR_METRICS, SET_METRICS,
+                                       batch_function, check_metrics, clip_function)
 
   e = config.evaluate
   names = check_metrics(list(e.metrics))
   pairs = pair_videos(list_videos(e.generated, "config.evaluate.generated"),
                       list_videos(e.reference, "config.evaluate.reference"))
-  if e.batch_size < 1:
-    raise ValueError(f"config.evaluate.batch_size must be >= 1; got {e.batch_size}")
+  for field in ("batch_size", "clip_batch_size", "clip_length", "clip_stride"):
+    if e[field] < 1:
+      raise ValueError(f"config.evaluate.{field} must be >= 1; got {e[field]}")
   devices = jax.local_devices()
   mesh = Mesh(np.asarray(devices), ("data",))
-  batch = -(-e.batch_size // len(devices)) * len(devices)
+  rounded = lambda n: -(-n // len(devices)) * len(devices)
+  batch, clip_batch = rounded(e.batch_size), rounded(e.clip_batch_size)
   rows = NamedSharding(mesh, P("data"))   # frames split over devices, networks replicated
   networks = _load_networks(e, names, NamedSharding(mesh, P()))
   variables = {m: v for m, (_, v) in networks.items()}
-  fn = batch_function(names, networks)
-  stats = {side: FeatureStatistics(2048) for side in ("generated", "reference")}
-  per_video, frames_total = {}, 0
+  frame_names = [m for m in names if m in PAIR_METRICS or m == "fid"]
+  clip_names = [m for m in names if m in CLIP_METRICS]
+  fn = batch_function(frame_names, networks) if frame_names else None
+  clip_fn = clip_function(clip_names, networks) if clip_names else None
+  stats = {(m, side): FeatureStatistics(FEATURES[m]) for m in names if m in SET_METRICS
+           for side in ("generated", "reference")}
+  per_video, frames_total, clips_total = {}, 0, 0
   logging.info("evaluate: %d video pairs, metrics %s", len(pairs), ", ".join(names))
   for name, gpath, rpath in tqdm(pairs, desc="evaluate", unit="video",
                                  disable=not config.get("progress_bar", True)):
@@ -149,26 +173,40 @@ def run(config) -> dict:
                        f"{g.shape[2]}, {rpath} is {r.shape[0]} frames of {r.shape[1]}x{r.shape[2]};"
                        " a pair must agree in frame count and size")
     sums = {m: [] for m in names if m in PAIR_METRICS}
-    for start in range(0, len(g), batch):
-      n = min(batch, len(g) - start)
-      # A fixed batch shape compiles once per frame size; the filler frames are dropped.
-      pad = lambda x: np.concatenate([x[start:start + n], np.repeat(x[-1:], batch - n, 0)])
-      out = jax.device_get(fn(variables, jax.device_put(pad(g), rows), jax.device_put(pad(r), rows)))
-      for m in sums:
-        sums[m].append(np.asarray(out[m][:n], np.float64))
-      if "fid" in names:
-        stats["generated"].add(out["fid_generated"][:n])
-        stats["reference"].add(out["fid_reference"][:n])
+    if fn is not None:
+      for (start, n, gb), (_, _, rb) in zip(_padded_batches(g, batch), _padded_batches(r, batch)):
+        out = jax.device_get(fn(variables, jax.device_put(gb, rows), jax.device_put(rb, rows)))
+        for m in sums:
+          sums[m].append(np.asarray(out[m][:n], np.float64))
+        if "fid" in names:
+          stats["fid", "generated"].add(out["fid_generated"][:n])
+          stats["fid", "reference"].add(out["fid_reference"][:n])
     per_video[name] = {m: float(np.mean(np.concatenate(v))) for m, v in sums.items()}
+    if clip_fn is not None:
+      where = f"video {name!r} ({gpath})"
+      gc, rc = (clips_of(x, e.clip_length, e.clip_stride, where) for x in (g, r))
+      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gc, clip_batch),
+                                        _padded_batches(rc, clip_batch)):
+        out = jax.device_get(clip_fn(variables, jax.device_put(gb, rows), jax.device_put(rb, rows)))
+        for m in clip_names:
+          for side in ("generated", "reference"):
+            stats[m, side].add(out[f"{m}_{side}"][:n])
+      per_video[name]["clips"] = int(len(gc))
+      clips_total += len(gc)
+    if "cpbd" in names:
+      per_video[name]["cpbd"] = float(np.mean(cpbd_frames(g)))
     per_video[name]["frames"] = int(len(g))
     frames_total += len(g)
   summary = {"videos": len(pairs), "frames": frames_total}
+  if clip_names:
+    summary["clips"] = clips_total
   for m in names:
-    if m in PAIR_METRICS:
+    if m in SET_METRICS:
+      unit = "clips" if m in CLIP_METRICS else "frames"
+      summary[m] = frechet_distance(*stats[m, "generated"].mean_cov(f"{m.upper()}, generated {unit}"),
+                                    *stats[m, "reference"].mean_cov(f"{m.upper()}, reference {unit}"))
+    else:
       summary[m] = float(np.mean([v[m] for v in per_video.values()]))
-  if "fid" in names:
-    summary["fid"] = frechet_distance(*stats["generated"].mean_cov("FID, generated frames"),
-                                      *stats["reference"].mean_cov("FID, reference frames"))
   result = {"summary": summary, "per_video": per_video, "metrics": list(names),
             "generated": e.generated, "reference": e.reference}
   os.makedirs(config.workdir, exist_ok=True)

