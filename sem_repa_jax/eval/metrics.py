@@ -18,7 +18,7 @@ computed per channel and averaged. The evaluate job passes uint8 frames as float
 data_range=255.
 
 FVD, FID, LPIPS and ID similarity need pretrained networks (I3D, Inception, VGG, ArcFace) and are
-not here: eval/lpips.py, eval/fid.py, eval/identity.py.
+not here: models/metrics/lpips.py, eval/fid.py, eval/fvd.py, eval/identity.py.
 """
 import functools
 

