@@ -201,13 +201,9 @@ class Clip:
   scenes: list = None      # per frame (capsules, ellipsoids, background) when keep_scenes
 
 
-def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float = 8.0,
-                identity_seed: int | None = None, motion: str | None = None,
-                keep_scenes: bool = False, motion_variation: float = 1.0) -> Clip:
-  """One clip, fully determined by (seed, identity_seed, sizes, motion, motion_variation).
-
-  `motion_variation` (see `_motion`) also scales the camera's pan; 0 leaves it still.
-  """
+def _clip_motion(seed, num_frames, height, width, fps, identity_seed, motion, motion_variation):
+  """The random draws of a clip that fix its figure and camera, in render_clip's order (its
+  background is drawn next from the returned generator)."""
   rng = np.random.default_rng([seed, 11])
   ident = Identity.from_seed(seed if identity_seed is None else identity_seed)
   body = ident.body()
@@ -220,6 +216,54 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
   cam = render.Camera(focal, height, width)
   cam_h = body["height"] * rng.uniform(0.45, 0.6)
   pan = rng.uniform(-0.15, 0.15) * motion_variation
+  return rng, ident, body, motion, t, m, cam, cam_h, dist, pan
+
+
+def _frame_figure(body, m, t, i, cam_h, dist, pan):
+  """Frame i's world joints, the world -> camera map, the head's camera center and rotation."""
+  j, head_rot = pose_figure(body, m, i)
+  eye = np.array([pan * t[i], cam_h, dist], np.float32)
+  to_cam = lambda p: (_TO_CAM @ (p - eye)).astype(np.float32)  # noqa: E731
+  return j, to_cam, to_cam(j["head"]), _TO_CAM @ head_rot
+
+
+def _keypoints(j, to_cam, head_c, rot_cam, radii, cam) -> np.ndarray:
+  """(18, 3): COCO-18 (x, y pixels, z depth); the face points on the head ellipsoid."""
+  kp = []
+  for name in KEYPOINT_NAMES:
+    if name in _HEAD_KP_LOCAL:
+      loc = np.asarray(_HEAD_KP_LOCAL[name], np.float32)
+      p = head_c + (loc / np.linalg.norm(loc) * radii) @ rot_cam.T
+    else:
+      p = to_cam(j[name])
+    kp.append(np.concatenate([cam.project(p), p[2:3]]))
+  return np.stack(kp)
+
+
+def clip_keypoints(seed: int, num_frames: int, height: int, width: int, fps: float = 8.0,
+                   identity_seed: int | None = None, motion: str | None = None,
+                   motion_variation: float = 1.0) -> np.ndarray:
+  """(F, 18, 3) the keypoints `render_clip` gives for the same arguments, without rendering
+  (milliseconds a clip): training data for the pose aligner."""
+  _, _, body, _, t, m, cam, cam_h, dist, pan = _clip_motion(
+      seed, num_frames, height, width, fps, identity_seed, motion, motion_variation)
+  radii = body["head"].astype(np.float32)
+  frames = []
+  for i in range(num_frames):
+    j, to_cam, head_c, rot_cam = _frame_figure(body, m, t, i, cam_h, dist, pan)
+    frames.append(_keypoints(j, to_cam, head_c, rot_cam, radii, cam))
+  return np.stack(frames).astype(np.float32)
+
+
+def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float = 8.0,
+                identity_seed: int | None = None, motion: str | None = None,
+                keep_scenes: bool = False, motion_variation: float = 1.0) -> Clip:
+  """One clip, fully determined by (seed, identity_seed, sizes, motion, motion_variation).
+
+  `motion_variation` (see `_motion`) also scales the camera's pan; 0 leaves it still.
+  """
+  rng, ident, body, motion, t, m, cam, cam_h, dist, pan = _clip_motion(
+      seed, num_frames, height, width, fps, identity_seed, motion, motion_variation)
   wall = rng.uniform(1.5, 4.0)
   c1, c2 = _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.5, 0.9)), \
       _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.8))
@@ -242,14 +286,10 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
            ("r_hip", "l_hip", body["leg_r"], "pants"), ("r_hip", "r_knee", body["leg_r"], "pants"),
            ("l_hip", "l_knee", body["leg_r"], "pants"), ("r_knee", "r_ankle", body["leg_r"] * 0.8, "pants"),
            ("l_knee", "l_ankle", body["leg_r"] * 0.8, "pants"), ("neck", "head", body["arm_r"], "skin")]
+  radii = body["head"].astype(np.float32)
   for i in range(num_frames):
-    j, head_rot = pose_figure(body, m, i)
-    eye = np.array([pan * t[i], cam_h, dist], np.float32)
-    to_cam = lambda p: (_TO_CAM @ (p - eye)).astype(np.float32)  # noqa: E731
+    j, to_cam, head_c, rot_cam = _frame_figure(body, m, t, i, cam_h, dist, pan)
     caps = [(to_cam(j[a]), to_cam(j[b]), r, body[c]) for a, b, r, c in bones]
-    rot_cam = _TO_CAM @ head_rot
-    head_c = to_cam(j["head"])
-    radii = body["head"].astype(np.float32)
     scene = (caps, [(head_c, rot_cam, radii, shade)], (cam_h, dist + wall, floor_fn, wall_fn))
     fr = render.render(cam, *scene)
     if keep_scenes:
@@ -260,16 +300,9 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     box = np.clip(box, 0, [width, height, width, height]).astype(np.float32)
     facing = -rot_cam[2, 2] > 0.25     # head's forward axis points towards the camera (-z)
     present = bool(facing and (fr.prim == len(caps)).sum() >= 4)
-    kp = []
-    for name in KEYPOINT_NAMES:
-      if name in _HEAD_KP_LOCAL:
-        loc = np.asarray(_HEAD_KP_LOCAL[name], np.float32)
-        p = head_c + (loc / np.linalg.norm(loc) * radii) @ rot_cam.T
-      else:
-        p = to_cam(j[name])
-      kp.append(np.concatenate([cam.project(p), p[2:3]]))
+    kp = _keypoints(j, to_cam, head_c, rot_cam, radii, cam)
     out["rgb"].append(fr.rgb), out["depth"].append(fr.depth), out["prim"].append(fr.prim)
-    out["box"].append(box), out["present"].append(present), out["kp"].append(np.stack(kp))
+    out["box"].append(box), out["present"].append(present), out["kp"].append(kp)
   prim = np.stack(out["prim"])
   caption = _caption_from_meta({"motion": motion})
   return Clip(rgb=np.round(np.stack(out["rgb"]) * 255).astype(np.uint8),

@@ -11,16 +11,15 @@ skeleton extraction), before they are drawn.
   every body, hand and face point of every frame -> (a_x x + b_x, a_y y + b_y)
 Coordinates are the keypoint format's normalized (x / W, y / H). A driving point the estimator
 missed (score 0) leaves the fit (the official fits it at its placeholder coordinates) and stays
-missing; StableAnimator++'s learned alignment is a separate model.
+missing; StableAnimator++'s learned alignment is sem_repa_jax/methods/pose_alignment/.
 """
 import dataclasses
 
 import numpy as np
 
 from data_pipelines.poses.keypoints import PoseKeypoints
-
-# OpenPose indices of the points the official fit uses (no elbows or wrists: they move most).
-ALIGNMENT_POINTS = (0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17)
+# OpenPose indices of the points the official fit uses (shared with the batched JAX version).
+from sem_repa_jax.methods.pose_alignment.baselines import ALIGNMENT_POINTS
 
 
 def fit_alignment(reference: PoseKeypoints, driving: PoseKeypoints):

@@ -141,3 +141,16 @@ def load_keypoints(path: str) -> PoseKeypoints:
                              "(height, width)")
   return PoseKeypoints(*(data[n] for n in FIELDS),
                        image_size=None if size is None else tuple(int(v) for v in size))
+
+
+def isotropic(points: np.ndarray, image_size) -> np.ndarray:
+  """Normalized (x / W, y / H) points -> (x, y) / max(H, W): one unit on both axes, so rotations
+  and similarity fits do not shear the figure (the pose aligner's coordinates)."""
+  h, w = image_size
+  return np.asarray(points, np.float32) * (np.array([w, h], np.float32) / max(h, w))
+
+
+def from_isotropic(points: np.ndarray, image_size) -> np.ndarray:
+  """The inverse of `isotropic`."""
+  h, w = image_size
+  return np.asarray(points, np.float32) * (max(h, w) / np.array([w, h], np.float32))

@@ -22,6 +22,7 @@ FACTORIES = {
     "pose-net": "sem_repa_jax.methods.stableanimator.posenet:build",
     "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
     "sd-unet": "sem_repa_jax.models.sd.unet:build",
+    "pose-aligner": "sem_repa_jax.methods.pose_alignment.aligner:build",
 }
 
 FORMER_FACTORIES = {
