@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.image = ""                    # the reference image
   c.poses = ""                    # skeleton images folder, or a keypoints .npz
   c.reference_keypoints = ""      # the reference's keypoints .npz: align the driving ones onto it
+  c.pose_aligner = ""             # an align_poses export (kind pose-aligner): learned alignment
   c.id_embedding = ""             # .npy (512,) raw ArcFace embedding of the reference face, or
   c.face_detector = ""            # an SCRFD .onnx (antelopev2 scrfd_10g_bnkps): detect + embed it
   c.model_dir = ""

@@ -56,3 +56,36 @@ def apply_alignment(driving: PoseKeypoints, scale, offset) -> PoseKeypoints:
 def align_to_reference(reference: PoseKeypoints, driving: PoseKeypoints) -> PoseKeypoints:
   """The driving clip's keypoints aligned onto the reference (fit_alignment + apply_alignment)."""
   return apply_alignment(driving, *fit_alignment(reference, driving))
+
+
+def align_learned(reference: PoseKeypoints, driving: PoseKeypoints, module, variables,
+                  image_size=None) -> PoseKeypoints:
+  """The driving clip aligned onto the reference by StableAnimator++'s learned aligner (an exported
+  'pose-aligner' folder, load_pretrained): one similarity per driving frame from its body points,
+  applied to body, hands and face in isotropic coordinates (keypoints.isotropic) of `image_size`
+  (default: the driving keypoints' own). Missing points stay missing."""
+  import jax
+  import jax.numpy as jnp
+  from data_pipelines.poses.keypoints import from_isotropic, isotropic
+  from sem_repa_jax.methods.pose_alignment import similarity
+  if reference.stacked or not driving.stacked:
+    raise ValueError("align_learned: reference must be one frame and driving a clip "
+                     f"(got body shapes {reference.body.shape} and {driving.body.shape})")
+  size = image_size or driving.image_size or reference.image_size
+  if size is None:
+    raise ValueError("align_learned: neither keypoints records its image size; pass image_size "
+                     "(H, W) so that x and y share one unit")
+  n = len(driving)
+  ref = np.broadcast_to(isotropic(reference.body, size), (n, 18, 2))
+  ref_s = np.broadcast_to(reference.body_scores, (n, 18))
+  fit = jax.jit(lambda *a: module.apply(variables, *a)["final"])(
+      jnp.asarray(ref), jnp.asarray(ref_s), jnp.asarray(isotropic(driving.body, size)),
+      jnp.asarray(driving.body_scores))
+  moved = {}
+  for name, scores in (("body", "body_scores"), ("hands", "hand_scores"), ("face", "face_scores")):
+    points = getattr(driving, name)
+    flat = isotropic(points, size).reshape(n, -1, 2)
+    out = from_isotropic(np.asarray(similarity.apply(fit, jnp.asarray(flat))), size)
+    moved[name] = np.where((getattr(driving, scores) > 0)[..., None], out.reshape(points.shape),
+                           points)
+  return dataclasses.replace(driving, **moved)

@@ -5,6 +5,7 @@ reference's ArcFace embedding, the face masks and the face embedder for HJB, and
 (pipelines/stableanimator.py).
 """
 import dataclasses
+import os
 
 import numpy as np
 from absl import logging
@@ -26,7 +27,8 @@ SETTINGS = ("height", "width", "num_inference_steps", "min_guidance_scale", "max
 def driving_poses(config, height: int, width: int) -> np.ndarray:
   """(F, height, width, 3) uint8 skeletons: config.poses is a folder of frame_<i>.png skeleton
   images (resized if needed), or a keypoints .npz drawn at the output size, first aligned onto
-  config.reference_keypoints (one frame) when that is set (the official least-squares fit)."""
+  config.reference_keypoints (one frame) when that is set: by the official least-squares fit, or
+  by StableAnimator++'s learned aligner when config.pose_aligner names its exported folder."""
   from data_pipelines import video
   if config.poses.endswith(".npz"):
     from data_pipelines.poses import align, draw, keypoints
@@ -35,8 +37,20 @@ def driving_poses(config, height: int, width: int) -> np.ndarray:
       ref = keypoints.load_keypoints(config.reference_keypoints)
       if ref.stacked:
         ref = ref.frame(0)
-      kp = align.align_to_reference(ref, kp)
-      logging.info("poses aligned onto %s", config.reference_keypoints)
+      if config.get("pose_aligner"):
+        from sem_repa_jax.models.pretrained import load_pretrained
+        from sem_repa_jax.models.pretrained import read_pretrained_config
+        if not os.path.isdir(config.pose_aligner) or \
+            read_pretrained_config(config.pose_aligner)["kind"] != "pose-aligner":
+          raise ValueError(f"config.pose_aligner = {config.pose_aligner}: expected the folder "
+                           "job align_poses exports (<workdir>/export/pose_aligner)")
+        module, variables = load_pretrained(config.pose_aligner)
+        kp = align.align_learned(ref, kp, module, variables, image_size=(height, width))
+        logging.info("poses aligned onto %s by the learned aligner %s",
+                     config.reference_keypoints, config.pose_aligner)
+      else:
+        kp = align.align_to_reference(ref, kp)
+        logging.info("poses aligned onto %s (least squares)", config.reference_keypoints)
     return draw.draw_poses(kp, height, width)
   if config.reference_keypoints:
     raise ValueError("config.reference_keypoints aligns keypoints: set config.poses to the "

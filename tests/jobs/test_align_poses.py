@@ -81,3 +81,26 @@ def test_pairs_are_fixed_by_index_and_keypoint_files_need_their_image_size(tmp_p
     pairs.keypoint_file_clips(str(tmp_path / "none" / "*.npz"))
   with pytest.raises(ValueError, match="fewer than 2 frames"):
     pairs.PosePairSource([(np.zeros((1, 18, 2)), np.ones((1, 18)))], 2, 0)
+
+
+def test_the_sample_job_draws_poses_aligned_by_the_exported_aligner(trained, tmp_path):
+  import ml_collections
+  from data_pipelines.poses import align, draw
+  from data_pipelines.poses.annotate import synthetic_keypoints
+  from data_pipelines.synthetic import clip_keypoints
+  from sem_repa_jax.jobs import _sample_stableanimator
+  c, _ = trained
+  kp = synthetic_keypoints(clip_keypoints(5, 4, 48, 64), 48, 64)
+  save_keypoints(str(tmp_path / "ref.npz"), kp.frame(0))
+  save_keypoints(str(tmp_path / "drv.npz"), kp)
+  cfg = ml_collections.ConfigDict(dict(poses=str(tmp_path / "drv.npz"),
+                                       reference_keypoints=str(tmp_path / "ref.npz"),
+                                       pose_aligner=os.path.join(c.workdir, align_poses.EXPORT)))
+  got = _sample_stableanimator.driving_poses(cfg, 48, 64)
+  module, variables = load_pretrained(cfg.pose_aligner)
+  want = draw.draw_poses(align.align_learned(kp.frame(0), kp, module, variables, (48, 64)), 48, 64)
+  np.testing.assert_array_equal(got, want)
+  assert not np.array_equal(got, draw.draw_poses(kp, 48, 64))
+  cfg.pose_aligner = c.workdir
+  with pytest.raises(ValueError, match="config.pose_aligner"):
+    _sample_stableanimator.driving_poses(cfg, 48, 64)

@@ -1,6 +1,8 @@
 """Pose alignment (data_pipelines/poses/align.py) against the official fit written out in numpy
 (np.polyfit of y over the reference's alignment points in every driving frame, x scale = y scale,
 x offset the mean residual), and on a driving clip that is a known affine copy of the reference."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,35 @@ def test_too_few_points_are_one_line_errors():
     align.fit_alignment(ref, drv)
   with pytest.raises(ValueError, match="reference must be one frame"):
     align.fit_alignment(drv, drv)
+
+
+def test_learned_alignment_moves_body_hands_and_face_by_one_similarity_per_frame():
+  """An untrained aligner is the SVD-only fit: a driving clip that is a rotated, scaled and
+  shifted copy of the reference (in pixels of a 480 x 720 frame) comes back onto it, its hands and
+  face by the same transform; a missing point stays missing."""
+  import jax
+  from data_pipelines.poses.keypoints import from_isotropic, isotropic
+  from sem_repa_jax.methods.pose_alignment import aligner
+  rng = np.random.default_rng(3)
+  size = (480, 720)
+  ref = dataclasses.replace(_pose(rng), image_size=size)
+  frames = []
+  for angle, scale in ((0.4, 0.6), (-0.3, 1.7)):
+    c, s = np.cos(angle), np.sin(angle)
+    move = lambda p: from_isotropic(scale * isotropic(p, size) @ np.array([[c, -s], [s, c]]).T  # noqa: E731
+                                    + np.array([0.05, -0.1]), size)
+    frames.append(PoseKeypoints(move(ref.body), ref.body_scores, move(ref.hands),
+                                ref.hand_scores, move(ref.face), ref.face_scores))
+  drv = PoseKeypoints.stack(frames)
+  drv.hand_scores[1, 0, 3] = 0
+  model = aligner.PoseAligner(aligner.PoseAlignerConfig(width=16, heads=2, encoder_layers=1,
+                                                        fusion_layers=1))
+  variables = model.init(jax.random.key(0), *(np.zeros((1, 18, 2)), np.ones((1, 18))) * 2)
+  out = align.align_learned(ref, drv, model, variables, image_size=size)
+  for f in range(2):
+    np.testing.assert_allclose(out.body[f], ref.body, atol=1e-4)
+    np.testing.assert_allclose(out.face[f], ref.face, atol=1e-4)
+  np.testing.assert_allclose(out.hands[0], ref.hands, atol=1e-4)
+  np.testing.assert_array_equal(out.hands[1, 0, 3], drv.hands[1, 0, 3])
+  with pytest.raises(ValueError, match="image size"):
+    align.align_learned(dataclasses.replace(ref, image_size=None), drv, model, variables)
