@@ -40,7 +40,7 @@ def driving_poses(config, height: int, width: int) -> np.ndarray:
       if config.get("pose_aligner"):
         from sem_repa_jax.models.pretrained import load_pretrained
         from sem_repa_jax.models.pretrained import read_pretrained_config
-        if not os.path.isdir(config.pose_aligner) or \
+        if not os.path.isfile(os.path.join(config.pose_aligner, "config.json")) or \
             read_pretrained_config(config.pose_aligner)["kind"] != "pose-aligner":
           raise ValueError(f"config.pose_aligner = {config.pose_aligner}: expected the folder "
                            "job align_poses exports (<workdir>/export/pose_aligner)")

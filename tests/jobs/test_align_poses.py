@@ -104,3 +104,26 @@ def test_the_sample_job_draws_poses_aligned_by_the_exported_aligner(trained, tmp
   cfg.pose_aligner = c.workdir
   with pytest.raises(ValueError, match="config.pose_aligner"):
     _sample_stableanimator.driving_poses(cfg, 48, 64)
+
+
+def test_trains_on_keypoint_files_and_resumes_exactly(tmp_path):
+  """DWPose-style keypoint files (here the synthetic ground truth written as the pose annotation
+  writes it) as the data; 6 steps, then 6 more resumed, equal 12 straight."""
+  from data_pipelines.poses.annotate import synthetic_keypoints
+  from data_pipelines.synthetic import clip_keypoints
+  for i in range(4):
+    save_keypoints(str(tmp_path / "poses" / f"c{i}" / "keypoints.npz"),
+                   synthetic_keypoints(clip_keypoints(i, 6, 48, 64), 48, 64))
+  runs = {}
+  for name, steps in (("resumed", (6, 12)), ("straight", (12,))):
+    c = _config(tmp_path / name, steps=12)
+    c.data.keypoints = str(tmp_path / "poses" / "*" / "keypoints.npz")
+    c.data.batch_size, c.eval.num_clips, c.checkpoint.every_steps = 8, 0, 6
+    c.checkpoint.async_save = False
+    for n in steps:
+      c.train.num_steps = n
+      state = align_poses.run(c)
+    runs[name] = jax.device_get(state.params)
+  assert int(state.step) == 12
+  jax.tree.map(np.testing.assert_array_equal, runs["resumed"], runs["straight"])
+  assert not os.path.exists(os.path.join(c.workdir, "alignment.json"))
