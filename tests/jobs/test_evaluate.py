@@ -198,7 +198,7 @@ def _frechet_of_few(f1, f2):
                - 2 * np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((k + k.T) / 2), 0, None))))
 
 
-@pytest.mark.slow   # 60-65 s on 2 shared CPU cores: fid.py's 2048 x 2048 eigh (17-20 s), 13 s of compiles
+@pytest.mark.slow   # 35-65 s on 2 shared CPU cores: fid.py's 2048 x 2048 eigh (up to 20 s), compiles
 def test_motion_score_is_the_fid_of_colorized_flows(tmp_path):
   # 128x128 frames (the smallest RAFT takes), videos of 3 and 2 frames: 3 flows a side, in
   # batches of 2 pairs; a random raft_small through the converter, a random Inception at 75.
