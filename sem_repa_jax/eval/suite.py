@@ -5,8 +5,11 @@ L1: float pixels with data_range 255; LPIPS: pixels mapped to [-1, 1]) come back
 set metrics (FID) come back as features of both frames, for `eval/fid.py` to fit and compare
 once all videos are seen. The clip metrics (FVD, FID-VID: eval/fvd.py) take clips (B, T, H, W, 3)
 through `clip_function` and give I3D's logits and pool of both sides, one I3D pass for both.
-CPBD (eval/cpbd.py) scores generated frames alone, on the host: the job calls it. Networks' variables are arguments of the jitted function, not
-constants folded into it, so one compilation serves every batch of one shape.
+The motion score (eval/motion.py) takes consecutive frame pairs (B, 2, H, W, 3) through
+`motion_function`: RAFT's flow of both sides in one pass, colorized, and the FID Inception's
+features of the flow images. CPBD (eval/cpbd.py) scores generated frames alone, on the host: the
+job calls it. Networks' variables are arguments of the jitted function, not constants folded into
+it, so one compilation serves every batch of one shape.
 """
 from typing import Callable, Mapping, Sequence
 
@@ -17,16 +20,20 @@ from sem_repa_jax.eval import metrics as pixel
 
 PAIR_METRICS = ("psnr", "ssim", "l1", "lpips")
 CLIP_METRICS = ("fvd", "fid_vid")
-SET_METRICS = ("fid",) + CLIP_METRICS
+MOTION_METRICS = ("motion_score",)
+SET_METRICS = ("fid",) + CLIP_METRICS + MOTION_METRICS
 GENERATED_METRICS = ("cpbd",)   # of generated frames alone, no reference
 METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS
-NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception", "fvd": "i3d", "fid_vid": "i3d"}
+NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception", "fvd": "i3d", "fid_vid": "i3d",
+                "motion_score": "raft"}
 # config.evaluate field of each network folder; FVD and FID-VID share one I3D.
 WEIGHTS_FIELD = {"lpips": "lpips_weights", "fid": "fid_weights", "fvd": "i3d_weights",
-                 "fid_vid": "i3d_weights"}
-FEATURES = {"fid": 2048, "fvd": 400, "fid_vid": 1024}   # feature width of each set metric
+                 "fid_vid": "i3d_weights", "motion_score": "raft_weights"}
+# Networks of other metrics a metric runs too: the motion score's FID is FID's Inception.
+ALSO_NEEDS = {"motion_score": ("fid",)}
+FEATURES = {"fid": 2048, "fvd": 400, "fid_vid": 1024, "motion_score": 2048}   # of set metrics
 LOWER_IS_BETTER = {"psnr": False, "ssim": False, "l1": True, "lpips": True, "fid": True,
-                   "fvd": True, "fid_vid": True, "cpbd": False}
+                   "fvd": True, "fid_vid": True, "cpbd": False, "motion_score": True}
 
 
 def check_metrics(names: Sequence[str], field: str = "config.evaluate.metrics") -> tuple:
@@ -37,6 +44,17 @@ def check_metrics(names: Sequence[str], field: str = "config.evaluate.metrics") 
     raise ValueError(f"{field} = {list(names)}: expected a non-empty list without repeats of "
                      f"{', '.join(METRICS)}")
   return names
+
+
+def networks_needed(names: Sequence[str]) -> list:
+  """[(network, the metric that needs it)]: the keys of NETWORK_KIND that `names` run, once each
+  (a metric's own network, then those of ALSO_NEEDS)."""
+  out = {}
+  for m in check_metrics(names):
+    for network in (m,) + ALSO_NEEDS.get(m, ()):
+      if network in NETWORK_KIND:
+        out.setdefault(network, m)
+  return list(out.items())
 
 
 def batch_function(names: Sequence[str], networks: Mapping[str, tuple]) -> Callable:
@@ -87,5 +105,25 @@ def clip_function(names: Sequence[str], networks: Mapping[str, tuple]) -> Callab
     out = module.apply(variables[clip_names[0]], both)
     return {f"{n}_{side}": part for n in clip_names
             for side, part in zip(("generated", "reference"), jnp.split(out[LAYER[n]], 2))}
+
+  return jax.jit(fn)
+
+
+def motion_function(networks: Mapping[str, tuple]) -> Callable:
+  """fn(variables, generated, reference) on uint8 frame pairs (B, 2, H, W, 3) ->
+  {'motion_score_generated', 'motion_score_reference': (B, 2048)}: the FID Inception's features
+  of the colorized RAFT flows (eval/motion.py); `networks` holds 'motion_score' (RAFT) and 'fid'."""
+  from sem_repa_jax.eval.motion import colorized_flow
+  if "motion_score" not in networks or "fid" not in networks:
+    raise ValueError("motion_function: needs the RAFT ('motion_score') and Inception ('fid') "
+                     f"networks; got {sorted(networks)}")
+  raft, inception = networks["motion_score"][0], networks["fid"][0]
+
+  def fn(variables, generated, reference):
+    if generated.shape != reference.shape:
+      raise ValueError(f"frame pairs {generated.shape} and {reference.shape} differ")
+    colors = colorized_flow(raft, variables["motion_score"], jnp.concatenate([generated, reference]))
+    feats = inception.apply(variables["fid"], colors.astype(jnp.float32) / 127.5 - 1.0)
+    return dict(zip(("motion_score_generated", "motion_score_reference"), jnp.split(feats, 2)))
 
   return jax.jit(fn)

@@ -10,7 +10,9 @@ Frechet distance between the Inception features of all generated and all referen
 FVD and FID-VID cut each video into clips of config.evaluate.clip_length frames (16) every
 clip_stride frames (16: non-overlapping, from frame 0, a shorter tail left out; a video shorter
 than one clip is an error) and take one Frechet distance over the I3D features of all clips
-(eval/fvd.py). CPBD scores each generated frame alone (eval/cpbd.py), averaged like PSNR.
+(eval/fvd.py). The motion score is an FID between the colorized RAFT flows of consecutive
+frames of all generated and all reference videos (eval/motion.py), config.evaluate.flow_batch_size
+frame pairs a step. CPBD scores each generated frame alone (eval/cpbd.py), averaged like PSNR.
 Writes <workdir>/metrics.json and <workdir>/evaluation.md.
 """
 import json
@@ -103,24 +105,21 @@ def markdown_table(summary: dict, metrics) -> str:
 
 
 def _load_networks(e, names, sharding) -> dict:
-  from sem_repa_jax.eval.suite import NETWORK_KIND, WEIGHTS_FIELD
+  from sem_repa_jax.eval.suite import NETWORK_KIND, WEIGHTS_FIELD, networks_needed
   from sem_repa_jax.models.pretrained import load_pretrained, read_pretrained_config
   networks, loaded = {}, {}
-  for metric in names:
-    if metric not in NETWORK_KIND:
-      continue
-    field = WEIGHTS_FIELD[metric]
+  for network, metric in networks_needed(names):
+    field, want = WEIGHTS_FIELD[network], NETWORK_KIND[network]
     path = e[field]
     if not path:
       raise ValueError(f"config.evaluate.{field} is empty; metric {metric!r} needs a folder from "
-                       f"`python -m conversion {NETWORK_KIND[metric]}`")
+                       f"`python -m conversion {want}`")
     kind = read_pretrained_config(path)["kind"]
-    if kind != NETWORK_KIND[metric]:
-      raise ValueError(f"config.evaluate.{field} = {path}: a {kind!r} folder; expected "
-                       f"{NETWORK_KIND[metric]!r}")
+    if kind != want:
+      raise ValueError(f"config.evaluate.{field} = {path}: a {kind!r} folder; expected {want!r}")
     if path not in loaded:   # FVD and FID-VID share one I3D folder
       loaded[path] = load_pretrained(path, sharding=sharding)
-    networks[metric] = loaded[path]
+    networks[network] = loaded[path]
   return networks
 
 
@@ -140,20 +139,23 @@ def run(config) -> dict:
   from sem_repa_jax.eval.cpbd import cpbd_frames
   from sem_repa_jax.eval.fid import FeatureStatistics, frechet_distance
   from sem_repa_jax.eval.fvd import clips_of
+  from sem_repa_jax.eval.motion import frame_pairs
   from sem_repa_jax.eval.suite import (CLIP_METRICS, FEATURES, PAIR_METRICS, SET_METRICS,
-                                       batch_function, check_metrics, clip_function)
+                                       batch_function, check_metrics, clip_function,
+                                       motion_function)
 
   e = config.evaluate
   names = check_metrics(list(e.metrics))
   pairs = pair_videos(list_videos(e.generated, "config.evaluate.generated"),
                       list_videos(e.reference, "config.evaluate.reference"))
-  for field in ("batch_size", "clip_batch_size", "clip_length", "clip_stride"):
+  for field in ("batch_size", "clip_batch_size", "clip_length", "clip_stride", "flow_batch_size"):
     if e[field] < 1:
       raise ValueError(f"config.evaluate.{field} must be >= 1; got {e[field]}")
   devices = jax.local_devices()
   mesh = Mesh(np.asarray(devices), ("data",))
   rounded = lambda n: -(-n // len(devices)) * len(devices)
-  batch, clip_batch = rounded(e.batch_size), rounded(e.clip_batch_size)
+  batch, clip_batch, flow_batch = (rounded(e[f]) for f in ("batch_size", "clip_batch_size",
+                                                             "flow_batch_size"))
   rows = NamedSharding(mesh, P("data"))   # frames split over devices, networks replicated
   networks = _load_networks(e, names, NamedSharding(mesh, P()))
   variables = {m: v for m, (_, v) in networks.items()}
@@ -161,6 +163,7 @@ def run(config) -> dict:
   clip_names = [m for m in names if m in CLIP_METRICS]
   fn = batch_function(frame_names, networks) if frame_names else None
   clip_fn = clip_function(clip_names, networks) if clip_names else None
+  motion_fn = motion_function(networks) if "motion_score" in names else None
   stats = {(m, side): FeatureStatistics(FEATURES[m]) for m in names if m in SET_METRICS
            for side in ("generated", "reference")}
   per_video, frames_total, clips_total = {}, 0, 0
@@ -193,6 +196,17 @@ def run(config) -> dict:
             stats[m, side].add(out[f"{m}_{side}"][:n])
       per_video[name]["clips"] = int(len(gc))
       clips_total += len(gc)
+    if motion_fn is not None:
+      raft_config = networks["motion_score"][0].config
+      gp, rp = (frame_pairs(x, raft_config, f"video {name!r} ({path})")
+                for x, path in ((g, gpath), (r, rpath)))
+      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gp, flow_batch),
+                                        _padded_batches(rp, flow_batch)):
+        out = jax.device_get(motion_fn(variables, jax.device_put(gb, rows),
+                                       jax.device_put(rb, rows)))
+        for side in ("generated", "reference"):
+          stats["motion_score", side].add(out[f"motion_score_{side}"][:n])
+      per_video[name]["flows"] = int(len(gp))
     if "cpbd" in names:
       per_video[name]["cpbd"] = float(np.mean(cpbd_frames(g)))
     per_video[name]["frames"] = int(len(g))
@@ -202,7 +216,7 @@ def run(config) -> dict:
     summary["clips"] = clips_total
   for m in names:
     if m in SET_METRICS:
-      unit = "clips" if m in CLIP_METRICS else "frames"
+      unit = "clips" if m in CLIP_METRICS else "flows" if m == "motion_score" else "frames"
       summary[m] = frechet_distance(*stats[m, "generated"].mean_cov(f"{m.upper()}, generated {unit}"),
                                     *stats[m, "reference"].mean_cov(f"{m.upper()}, reference {unit}"))
     else:

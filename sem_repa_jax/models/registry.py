@@ -19,6 +19,7 @@ FACTORIES = {
     "lpips": "sem_repa_jax.models.metrics.lpips:build",
     "fid-inception": "sem_repa_jax.models.metrics.inception:build",
     "i3d": "sem_repa_jax.models.metrics.i3d:build",
+    "raft": "sem_repa_jax.models.metrics.raft:build",
     "pose-net": "sem_repa_jax.methods.stableanimator.posenet:build",
     "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
     "sd-unet": "sem_repa_jax.models.sd.unet:build",

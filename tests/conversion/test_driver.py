@@ -17,7 +17,7 @@ def test_every_kind_names_the_registry_factory():
   kinds = available_kinds()
   assert set(kinds) == {"cogvideox-transformer", "cogvideox-vae", "t5-encoder", "clip-vision",
                         "arcface", "svd-unet", "svd-vae", "lpips", "fid-inception", "i3d",
-                        "pose-net", "face-encoder", "sd-unet"}
+                        "raft", "pose-net", "face-encoder", "sd-unet"}
   for kind, mod in kinds.items():
     assert mod.FACTORY == registry.factory_of(kind)
   module = driver.build("t5-encoder", driver.standard_kwargs(TINY_T5, "bfloat16"))

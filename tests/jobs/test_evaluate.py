@@ -1,12 +1,14 @@
 """evaluate job end to end: folders of mp4 files and PNG-frame folders, pairing by name, batching
 with a padded last batch, the table against the metrics computed directly (frame metrics; FVD,
-FID-VID and CPBD on clip windows of longer videos), and its errors."""
+FID-VID and CPBD on clip windows of longer videos; the motion score on colorized RAFT flows), and
+its errors."""
 import json
 import os
 
 import jax
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from configs import evaluate as evaluate_config
@@ -16,12 +18,14 @@ from data_pipelines.video import write_video
 from sem_repa_jax.eval import metrics
 from sem_repa_jax.eval.cpbd import cpbd_frames
 from sem_repa_jax.eval.fid import frechet_distance_of
+from sem_repa_jax.eval.flow_color import flow_to_image
 from sem_repa_jax.eval.fvd import clips_of
 from sem_repa_jax.jobs import evaluate
 from sem_repa_jax.models import load_pretrained, save_pretrained
 from sem_repa_jax.models.metrics.i3d import InceptionI3d
 from sem_repa_jax.models.metrics.inception import FIDInceptionV3
-from tests.parity import convert
+from tests.eval.raft_reference import raft_small
+from tests.parity import convert, randomize
 
 SIZE = 32
 
@@ -179,3 +183,56 @@ def test_fvd_fid_vid_and_cpbd_on_clip_windows(tmp_path):
                          generated=str(tmp_path / "short"), reference=str(tmp_path / "short_ref")))
   with pytest.raises(ValueError, match="i3d_weights is empty"):
     evaluate.run(_config(tmp_path, metrics=["fid_vid"]))
+
+
+def _frechet_of_few(f1, f2):
+  """The Frechet distance of two sets of few vectors, by another route than eval/fid.py's (whose
+  2048 x 2048 eigendecomposition takes 20 s on loaded test cores): with A, B the centred sets,
+  S1 S2 has the nonzero eigenvalues of (A B^T)(B A^T) / ((n1 - 1)(n2 - 1)), an n1 x n1 matrix."""
+  a, b = f1 - f1.mean(0), f2 - f2.mean(0)
+  n1, n2 = len(f1), len(f2)
+  ab = a @ b.T
+  k = ab @ ab.T / ((n1 - 1) * (n2 - 1))
+  diff = f1.mean(0) - f2.mean(0)
+  return float(diff @ diff + np.sum(a * a) / (n1 - 1) + np.sum(b * b) / (n2 - 1)
+               - 2 * np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((k + k.T) / 2), 0, None))))
+
+
+@pytest.mark.slow   # 35-65 s on 2 shared CPU cores: fid.py's 2048 x 2048 eigh (up to 20 s), compiles
+def test_motion_score_is_the_fid_of_colorized_flows(tmp_path):
+  # 128x128 frames (the smallest RAFT takes), videos of 3 and 2 frames: 3 flows a side, in
+  # batches of 2 pairs; a random raft_small through the converter, a random Inception at 75.
+  videos = {"a": (_video(8, 3, 128), _video(9, 3, 128)), "b": (_video(10, 2, 128), _video(11, 2, 128))}
+  for name, (g, r) in videos.items():
+    _png_folder(tmp_path / "gen" / name, g)
+    _png_folder(tmp_path / "ref" / name, r)
+  torch.save(randomize(raft_small().eval(), seed=0).state_dict(), tmp_path / "raft_small.pth")
+  raft = convert("raft", tmp_path / "raft_small.pth", tmp_path / "raft")
+  fid = save_pretrained(str(tmp_path / "fid"), kind="fid-inception",
+                        module_kwargs=dict(input_size=75),
+                        variables=_random(fid_inception.target_shapes(FIDInceptionV3(input_size=75))))
+  c = _config(tmp_path, metrics=["motion_score"], raft_weights=raft, fid_weights=fid,
+              flow_batch_size=2)
+  result = evaluate.run(c)
+  s = result["summary"]
+  assert (s["videos"], s["frames"]) == (2, 5)
+  assert (result["per_video"]["a"]["flows"], result["per_video"]["b"]["flows"]) == (2, 1)
+  raft_module, raft_vars = load_pretrained(raft)
+  fid_module, fid_vars = load_pretrained(fid)
+  signed = lambda x: np.asarray(x, np.float32) / 127.5 - 1
+  first = np.concatenate([v[side][:-1] for side in (0, 1) for v in videos.values()])
+  second = np.concatenate([v[side][1:] for side in (0, 1) for v in videos.values()])
+  colors = flow_to_image(jax.jit(raft_module.apply)(raft_vars, signed(first), signed(second)))
+  feats = np.asarray(jax.jit(fid_module.apply)(fid_vars, signed(colors)), np.float64)
+  np.testing.assert_allclose(s["motion_score"], _frechet_of_few(feats[:3], feats[3:]), rtol=1e-3)
+  assert np.isfinite(s["motion_score"]) and s["motion_score"] > 0
+  assert "| MOTION-SCORE ↓ |" in open(tmp_path / "work" / "evaluation.md").read()
+  _png_folder(tmp_path / "odd" / "a", videos["a"][0][:, :124])
+  _png_folder(tmp_path / "odd" / "b", videos["b"][0])
+  with pytest.raises(ValueError, match=r"video 'a' \(.*odd/a\): frames of shape \(1, 124, 128, 3\); "
+                                       r"expected \(B, H, W, 3\) with H and W multiples of 8"):
+    evaluate.run(_config(tmp_path, metrics=["motion_score"], raft_weights=raft, fid_weights=fid,
+                         generated=str(tmp_path / "odd"), reference=str(tmp_path / "odd")))
+  with pytest.raises(ValueError, match="fid_weights is empty; metric 'motion_score' needs a folder "
+                                       "from `python -m conversion fid-inception`"):
+    evaluate.run(_config(tmp_path, metrics=["motion_score"], raft_weights=raft))

@@ -23,14 +23,19 @@ import numpy as np
 FEATURES = 2048
 
 
-def resize_matrix(size_in: int, size_out: int) -> np.ndarray:
+def resize_matrix(size_in: int, size_out: int, align_corners: bool = False) -> np.ndarray:
   """(size_out, size_in) weights of 1-D linear interpolation as torch computes it with
   align_corners=False: source = (i + 0.5) * in / out - 0.5, clamped at 0, neighbours clamped at
-  the last pixel. The coordinates are float32 as in torch's CPU kernel, so the weights are its
+  the last pixel (align_corners=True: source = i * (in - 1) / (out - 1), RAFT-small's flow
+  upsampling). The coordinates are float32 as in torch's CPU kernel, so the weights are its
   weights to the last bit (float64 ones differ by up to ~1e-6 at large coordinates)."""
-  scale = np.float32(size_in) / np.float32(size_out)
-  src = np.maximum((np.arange(size_out, dtype=np.float32) + np.float32(0.5)) * scale
-                   - np.float32(0.5), np.float32(0.0))
+  if align_corners:
+    scale = np.float32(size_in - 1) / np.float32(max(size_out - 1, 1))
+    src = np.arange(size_out, dtype=np.float32) * scale
+  else:
+    scale = np.float32(size_in) / np.float32(size_out)
+    src = np.maximum((np.arange(size_out, dtype=np.float32) + np.float32(0.5)) * scale
+                     - np.float32(0.5), np.float32(0.0))
   i0 = np.minimum(np.floor(src).astype(np.int64), size_in - 1)
   i1 = np.minimum(i0 + 1, size_in - 1)
   lam = (src - i0.astype(np.float32)).astype(np.float64)
