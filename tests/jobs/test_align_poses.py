@@ -119,6 +119,7 @@ def test_trains_on_keypoint_files_and_resumes_exactly(tmp_path):
     c = _config(tmp_path / name, steps=12)
     c.data.keypoints = str(tmp_path / "poses" / "*" / "keypoints.npz")
     c.data.batch_size, c.eval.num_clips, c.checkpoint.every_steps = 8, 0, 6
+    c.optimizer.warmup_steps = 2
     c.checkpoint.async_save = False
     for n in steps:
       c.train.num_steps = n

@@ -128,10 +128,19 @@ def test_svd_unet_without_adapter_starts_it_from_to_k_to_v(setup, tmp_path):
   root, records, _, dirs = setup
   plain = parity.randomize(UNetSpatioTemporalConditionModel(**UNET).eval(), seed=5)
   unet_dir = parity.convert_pretrained(plain, "svd-unet", tmp_path / "src", tmp_path / "unet")
+  from sem_repa_jax.training import mesh as mesh_lib, optimizers, sharding
+  from sem_repa_jax.training.train_state import frozen_outside, make_train_state
   c = training_config(tmp_path / "run", {"unet_dir": unet_dir}, records, steps=1)
-  c.optimizer.learning_rate = 0.0
-  c.optimizer.weight_decay = 0.0
-  state = train_animator.run(c)
+  # The job's fresh state and its prepare step (training/fit.py's order), without a train step.
+  model = train_animator.build_model(c)
+  args = train_animator.init_args(model, _records.example_batch(
+      _records.record_dataset(c, BATCH_FIELDS)))
+  frozen = frozen_outside(jax.eval_shape(model.init, jax.random.key(0), *args), c.train.trainable)
+  _, init = make_train_state(model.init, jax.random.key(0), *args,
+                             tx=optimizers.make_optimizer(c.optimizer)[0],
+                             mesh=mesh_lib.make_mesh(c), rules=sharding.axis_rules(c), rng=1,
+                             frozen_prefixes=frozen)
+  state = train_animator.prepare_state_fn(c)(init())
   attn = state.params["params"]["unet"]["down_blocks_0"]["attentions_0"][
       "transformer_blocks_0"]["attn2"]
   for g in "kv":
