@@ -30,9 +30,7 @@ def main(argv=None) -> dict:
   p.add_argument("--json", default="", help="write the figures here")
   args = p.parse_args(argv)
 
-  import jax
   from configs import align_poses as align_config
-  from data_pipelines.poses import pairs
   from sem_repa_jax.jobs import align_poses
   from sem_repa_jax.methods.pose_alignment import evaluation
   from sem_repa_jax.models import load_pretrained
@@ -55,11 +53,7 @@ def main(argv=None) -> dict:
     trained_s = time.perf_counter() - start
     source = os.path.join(c.workdir, align_poses.EXPORT)
     module, variables = load_pretrained(source)
-  held_out = pairs.PosePairSource(pairs.synthetic_clips(c.eval.num_clips, c.data.synthetic_frames,
-                                                        c.eval.seed, c.data.height, c.data.width),
-                                  c.eval.pairs_per_clip, c.eval.seed).arrays()
-  table = evaluation.evaluate(jax.jit(lambda *a: module.apply(variables, *a)["final"]), held_out,
-                              seed=c.eval.seed)
+  table = align_poses.alignment_table(c, module, variables)
   strong = table["strong"]
   ratios = {"least_squares_over_learned": strong["least_squares"]["mean"] / strong["learned"]["mean"],
             "svd_only_over_learned": strong["svd_only"]["mean"] / strong["learned"]["mean"]}

@@ -87,15 +87,23 @@ def export(config, model, state) -> str:
   return path
 
 
-def evaluate(config, model, params) -> dict:
-  """The alignment table on held-out synthetic identities, written to the workdir."""
+def held_out_pairs(config) -> dict:
+  """config.eval's pairs of synthetic identities the training never saw, stacked."""
   from data_pipelines.poses import pairs
   d, e = config.data, config.eval
-  held_out = pairs.PosePairSource(pairs.synthetic_clips(e.num_clips, d.synthetic_frames, e.seed,
-                                                        d.height, d.width),
-                                  e.pairs_per_clip, e.seed).arrays()
-  apply = jax.jit(lambda *a: model.apply(params, *a)["final"])
-  table = evaluation.evaluate(apply, held_out, seed=e.seed)
+  clips = pairs.synthetic_clips(e.num_clips, d.synthetic_frames, e.seed, d.height, d.width)
+  return pairs.PosePairSource(clips, e.pairs_per_clip, e.seed).arrays()
+
+
+def alignment_table(config, model, variables) -> dict:
+  """evaluation.evaluate of the aligner (module, variables) on `held_out_pairs`."""
+  apply = jax.jit(lambda *a: model.apply(variables, *a)["final"])
+  return evaluation.evaluate(apply, held_out_pairs(config), seed=config.eval.seed)
+
+
+def evaluate(config, model, params) -> dict:
+  """The alignment table on held-out synthetic identities, written to the workdir."""
+  table = alignment_table(config, model, params)
   if jax.process_index() == 0:
     with open(os.path.join(config.workdir, "alignment.json"), "w", encoding="utf-8") as f:
       json.dump(table, f, indent=2)

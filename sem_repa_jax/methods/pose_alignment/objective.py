@@ -47,18 +47,15 @@ def misalign(key, driving, driving_scores, m: Misalignment):
   return moved, jnp.where(kept, driving_scores, 0.0), sim
 
 
-def point_distances(aligned, target, target_scores):
-  """(per-pair mean distance (B,), its weight: present points (B,))."""
+def _distances(aligned, target, target_scores):
+  """(distance per point (B, K), presence weight (B, K))."""
   w = (target_scores > 0).astype(jnp.float32)
-  d = jnp.sqrt(jnp.square(aligned - target).sum(-1) + 1e-12)
-  n = w.sum(-1)
-  return (w * d).sum(-1) / jnp.maximum(n, 1.0), n
+  return jnp.sqrt(jnp.square(aligned - target).sum(-1) + 1e-12), w
 
 
 def alignment_loss(aligned, target, target_scores):
   """Eq. 12: the mean Euclidean distance over every present point of the batch."""
-  w = (target_scores > 0).astype(jnp.float32)
-  d = jnp.sqrt(jnp.square(aligned - target).sum(-1) + 1e-12)
+  d, w = _distances(aligned, target, target_scores)
   return (w * d).sum() / jnp.maximum(w.sum(), 1.0)
 
 
@@ -71,5 +68,6 @@ def torso_length(points, scores):
 
 def alignment_error(aligned, target, target_scores):
   """Per pair (B,): mean point distance over the ground truth's torso length."""
-  dist, _ = point_distances(aligned, target, target_scores)
-  return dist / torso_length(target, target_scores)
+  d, w = _distances(aligned, target, target_scores)
+  per_pair = (w * d).sum(-1) / jnp.maximum(w.sum(-1), 1.0)
+  return per_pair / torso_length(target, target_scores)

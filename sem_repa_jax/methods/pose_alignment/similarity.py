@@ -35,13 +35,6 @@ def rotation_matrix(angle):
   return jnp.stack([jnp.stack([c, -s], -1), jnp.stack([s, c], -1)], -2)
 
 
-def identity_like(points) -> Similarity:
-  lead = points.shape[:-2]
-  return Similarity(jnp.ones(lead, points.dtype),
-                    jnp.broadcast_to(jnp.eye(2, dtype=points.dtype), lead + (2, 2)),
-                    jnp.zeros(lead + (2,), points.dtype))
-
-
 def apply(sim: Similarity, points):
   """points (..., K, 2) moved by the similarity (one per leading index)."""
   rotated = jnp.einsum("...ij,...kj->...ki", sim.rotation, points)
