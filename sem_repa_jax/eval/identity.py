@@ -80,3 +80,34 @@ def video_id_score(module, variables, frames, reference, detector,
   crops, present = aligned_faces(frames, detector, crop)
   emb = embed(module, variables, np.concatenate([ref_crop, crops]))
   return id_score(emb[1:], present, emb[0])
+
+
+def video_identity_scores(names, module, variables, generated, reference, detector,
+                          reference_image=None, crop: str = "landmarks", where: str = "") -> dict:
+  """{name: IdentityScore} for `names` among ('csim', 'id_score') of one generated video.
+
+  generated, reference: uint8 RGB (N, H, W, 3), frame i of one against frame i of the other
+  (CSIM). reference_image: (H', W', 3), the image the ID score compares every generated frame
+  with; None takes the reference video's first frame. One ArcFace pass embeds every face needed.
+  where: names the video in the error raised when the ID score's reference image has no face.
+  """
+  from sem_repa_jax.models.encoders.face_embed import aligned_faces, embed
+  names = [n for n in ("csim", "id_score") if n in names]
+  n = len(generated)
+  parts = [aligned_faces(generated, detector, crop)]
+  if "csim" in names:
+    parts.append(aligned_faces(reference, detector, crop))
+  if "id_score" in names:
+    image = np.asarray(reference[0] if reference_image is None else reference_image)
+    parts.append(aligned_faces(image[None], detector, crop))
+    if not parts[-1][1][0]:
+      what = "first reference frame" if reference_image is None else "reference image"
+      raise NoFaceFound(f"{where or 'id_score'}: no face detected in the {what}; the ID score "
+                        "is undefined")
+  emb = embed(module, variables, np.concatenate([crops for crops, _ in parts]))
+  out = {}
+  if "csim" in names:
+    out["csim"] = csim(emb[:n], parts[0][1], emb[n:2 * n], parts[1][1])
+  if "id_score" in names:
+    out["id_score"] = id_score(emb[:n], parts[0][1], emb[-1])
+  return out

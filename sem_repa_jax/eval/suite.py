@@ -7,8 +7,9 @@ once all videos are seen. The clip metrics (FVD, FID-VID: eval/fvd.py) take clip
 through `clip_function` and give I3D's logits and pool of both sides, one I3D pass for both.
 The motion score (eval/motion.py) takes consecutive frame pairs (B, 2, H, W, 3) through
 `motion_function`: RAFT's flow of both sides in one pass, colorized, and the FID Inception's
-features of the flow images. CPBD (eval/cpbd.py) scores generated frames alone, on the host: the
-job calls it. Networks' variables are arguments of the jitted function, not constants folded into
+features of the flow images. CPBD (eval/cpbd.py) scores generated frames alone, and CSIM and
+the ID score (eval/identity.py) compare ArcFace embeddings of detected faces, per video on the
+host (detection is onnxruntime's): the job calls them. Networks' variables are arguments of the jitted function, not constants folded into
 it, so one compilation serves every batch of one shape.
 """
 from typing import Callable, Mapping, Sequence
@@ -23,17 +24,21 @@ CLIP_METRICS = ("fvd", "fid_vid")
 MOTION_METRICS = ("motion_score",)
 SET_METRICS = ("fid",) + CLIP_METRICS + MOTION_METRICS
 GENERATED_METRICS = ("cpbd",)   # of generated frames alone, no reference
-METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS
+IDENTITY_METRICS = ("csim", "id_score")   # ArcFace cosines of detected faces (eval/identity.py)
+METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS + IDENTITY_METRICS
 NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception", "fvd": "i3d", "fid_vid": "i3d",
-                "motion_score": "raft"}
-# config.evaluate field of each network folder; FVD and FID-VID share one I3D.
+                "motion_score": "raft", "csim": "arcface", "id_score": "arcface"}
+# config.evaluate field of each network folder; FVD and FID-VID share one I3D, CSIM and the ID
+# score one ArcFace.
 WEIGHTS_FIELD = {"lpips": "lpips_weights", "fid": "fid_weights", "fvd": "i3d_weights",
-                 "fid_vid": "i3d_weights", "motion_score": "raft_weights"}
+                 "fid_vid": "i3d_weights", "motion_score": "raft_weights",
+                 "csim": "arcface_weights", "id_score": "arcface_weights"}
 # Networks of other metrics a metric runs too: the motion score's FID is FID's Inception.
 ALSO_NEEDS = {"motion_score": ("fid",)}
 FEATURES = {"fid": 2048, "fvd": 400, "fid_vid": 1024, "motion_score": 2048}   # of set metrics
 LOWER_IS_BETTER = {"psnr": False, "ssim": False, "l1": True, "lpips": True, "fid": True,
-                   "fvd": True, "fid_vid": True, "cpbd": False, "motion_score": True}
+                   "fvd": True, "fid_vid": True, "cpbd": False, "motion_score": True,
+                   "csim": False, "id_score": False}
 
 
 def check_metrics(names: Sequence[str], field: str = "config.evaluate.metrics") -> tuple:

@@ -13,6 +13,14 @@ than one clip is an error) and take one Frechet distance over the I3D features o
 (eval/fvd.py). The motion score is an FID between the colorized RAFT flows of consecutive
 frames of all generated and all reference videos (eval/motion.py), config.evaluate.flow_batch_size
 frame pairs a step. CPBD scores each generated frame alone (eval/cpbd.py), averaged like PSNR.
+CSIM and the ID score (eval/identity.py) detect each frame's face with the SCRFD file
+config.evaluate.face_detector, crop it (config.evaluate.face_crop) and embed it with the ArcFace
+folder config.evaluate.arcface_weights: CSIM is the cosine between generated frame i and
+reference frame i, the ID score between generated frame i and the reference image (the image
+<name>.png/.jpg in config.evaluate.id_reference, else the reference video's first frame). Frames
+without a face (on either side for CSIM) are left out and counted (per video `<metric>_frames`,
+in the summary the total), never scored as zero; a reference image without a face is an error.
+Both are averaged per video, then over the videos with a scored frame.
 Writes <workdir>/metrics.json and <workdir>/evaluation.md.
 """
 import json
@@ -96,10 +104,11 @@ def read_video(path: str) -> np.ndarray:
 
 
 def markdown_table(summary: dict, metrics) -> str:
+  """The summary's row; a metric no frame could score (None) shows as 'n/a'."""
   from sem_repa_jax.eval.suite import LOWER_IS_BETTER
   head = "| " + " | ".join(f"{m.upper().replace('_', '-')} {'↓' if LOWER_IS_BETTER[m] else '↑'}"
                            for m in metrics)
-  row = "| " + " | ".join(f"{summary[m]:.4g}" for m in metrics)
+  row = "| " + " | ".join("n/a" if summary[m] is None else f"{summary[m]:.4g}" for m in metrics)
   return (f"## Evaluation ({summary['videos']} videos, {summary['frames']} frames)\n\n"
           f"{head} |\n|{'---|' * len(metrics)}\n{row} |\n")
 
@@ -123,6 +132,34 @@ def _load_networks(e, names, sharding) -> dict:
   return networks
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def reference_image(folder: str, name: str) -> np.ndarray:
+  """uint8 RGB (H, W, 3) of <folder>/<name>.png (or .jpg/.jpeg): the ID score's reference."""
+  from PIL import Image
+  for suffix in IMAGE_SUFFIXES:
+    path = os.path.join(folder, name + suffix)
+    if os.path.isfile(path):
+      try:
+        with Image.open(path) as im:
+          return np.asarray(im.convert("RGB"))
+      except Exception as e:  # PIL raises its own types for corrupt files
+        raise ValueError(f"{path}: cannot read as an image ({type(e).__name__}: {e})") from None
+  raise ValueError(f"config.evaluate.id_reference = {folder}: no {name}.png/.jpg/.jpeg for video "
+                   f"{name!r}")
+
+
+def _face_detector(e):
+  from sem_repa_jax.models.encoders.face_detect import SCRFD
+  if not e.face_detector:
+    raise ValueError("config.evaluate.face_detector is empty; csim and id_score need an SCRFD "
+                     ".onnx file (antelopev2/scrfd_10g_bnkps.onnx or buffalo_l/det_10g.onnx)")
+  if not os.path.isfile(e.face_detector):
+    raise ValueError(f"config.evaluate.face_detector = {e.face_detector}: no such file")
+  return SCRFD(e.face_detector)
+
+
 def _padded_batches(x: np.ndarray, batch: int):
   """(start, n, batch of `batch` rows): a fixed shape compiles once; the filler rows (copies of
   the last) are dropped by the caller."""
@@ -139,9 +176,10 @@ def run(config) -> dict:
   from sem_repa_jax.eval.cpbd import cpbd_frames
   from sem_repa_jax.eval.fid import FeatureStatistics, frechet_distance
   from sem_repa_jax.eval.fvd import clips_of
+  from sem_repa_jax.eval.identity import video_identity_scores
   from sem_repa_jax.eval.motion import frame_pairs
-  from sem_repa_jax.eval.suite import (CLIP_METRICS, FEATURES, PAIR_METRICS, SET_METRICS,
-                                       batch_function, check_metrics, clip_function,
+  from sem_repa_jax.eval.suite import (CLIP_METRICS, FEATURES, IDENTITY_METRICS, PAIR_METRICS,
+                                       SET_METRICS, batch_function, check_metrics, clip_function,
                                        motion_function)
 
   e = config.evaluate
@@ -151,6 +189,10 @@ def run(config) -> dict:
   for field in ("batch_size", "clip_batch_size", "clip_length", "clip_stride", "flow_batch_size"):
     if e[field] < 1:
       raise ValueError(f"config.evaluate.{field} must be >= 1; got {e[field]}")
+  identity_names = [m for m in names if m in IDENTITY_METRICS]
+  detector = _face_detector(e) if identity_names else None
+  if "id_score" in names and e.id_reference and not os.path.isdir(e.id_reference):
+    raise ValueError(f"config.evaluate.id_reference = {e.id_reference}: not a folder")
   devices = jax.local_devices()
   mesh = Mesh(np.asarray(devices), ("data",))
   rounded = lambda n: -(-n // len(devices)) * len(devices)
@@ -209,6 +251,14 @@ def run(config) -> dict:
       per_video[name]["flows"] = int(len(gp))
     if "cpbd" in names:
       per_video[name]["cpbd"] = float(np.mean(cpbd_frames(g)))
+    if identity_names:
+      image = reference_image(e.id_reference, name) if "id_score" in names and e.id_reference \
+          else None
+      scores = video_identity_scores(identity_names, *networks[identity_names[0]], g, r, detector,
+                                     image, e.face_crop, where=f"video {name!r} ({rpath})")
+      for m, score in scores.items():
+        per_video[name][m] = score.score if score.count else None
+        per_video[name][f"{m}_frames"] = score.count
     per_video[name]["frames"] = int(len(g))
     frames_total += len(g)
   summary = {"videos": len(pairs), "frames": frames_total}
@@ -219,6 +269,13 @@ def run(config) -> dict:
       unit = "clips" if m in CLIP_METRICS else "flows" if m == "motion_score" else "frames"
       summary[m] = frechet_distance(*stats[m, "generated"].mean_cov(f"{m.upper()}, generated {unit}"),
                                     *stats[m, "reference"].mean_cov(f"{m.upper()}, reference {unit}"))
+    elif m in IDENTITY_METRICS:
+      scored = [v[m] for v in per_video.values() if v[m] is not None]
+      summary[m] = float(np.mean(scored)) if scored else None
+      summary[f"{m}_frames"] = sum(v[f"{m}_frames"] for v in per_video.values())
+      if summary[f"{m}_frames"] < frames_total:
+        logging.warning("evaluate: %s scored %d of %d frames (no face detected in the others)",
+                        m, summary[f"{m}_frames"], frames_total)
     else:
       summary[m] = float(np.mean([v[m] for v in per_video.values()]))
   result = {"summary": summary, "per_video": per_video, "metrics": list(names),
@@ -228,5 +285,6 @@ def run(config) -> dict:
   write_bytes(os.path.join(config.workdir, "metrics.json"),
               json.dumps(result, indent=2, sort_keys=True).encode())
   write_bytes(os.path.join(config.workdir, "evaluation.md"), markdown_table(summary, names).encode())
-  logging.info("evaluate: %s", ", ".join(f"{m} {summary[m]:.4g}" for m in names))
+  logging.info("evaluate: %s", ", ".join(
+      f"{m} {'n/a' if summary[m] is None else format(summary[m], '.4g')}" for m in names))
   return result

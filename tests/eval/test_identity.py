@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from sem_repa_jax.eval import identity
 from sem_repa_jax.models.encoders.arcface import IResNet, IResNetConfig
-from sem_repa_jax.models.encoders.face_embed import embed
+from sem_repa_jax.models.encoders.face_embed import crop_face, embed
 from sem_repa_jax.models.encoders.face_detect import GivenFaces, NoFaceFound
 
 
@@ -40,7 +40,8 @@ def test_id_score_and_csim_skip_missing_faces():
   assert c.count == 2 and c.score == pytest.approx((1.0 - 1.0) / 2)
 
 
-def test_embed_batches_and_video_score():
+def tiny_arcface():
+  """(module, variables) of a random IResNet at 112 with 8 features."""
   cfg = IResNetConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8), num_features=8)
   module = IResNet(cfg)
   # Random values for the abstract tree: compiling init's RNG costs seconds on CPU.
@@ -49,6 +50,11 @@ def test_embed_batches_and_video_score():
   variables = jax.tree_util.tree_map_with_path(
       lambda p, a: (r.uniform(0.5, 1.5, a.shape) if "var" in str(p[-1]) else
                     r.standard_normal(a.shape) * 0.1).astype(np.float32), abstract)
+  return module, variables
+
+
+def test_embed_batches_and_video_score():
+  module, variables = tiny_arcface()
   crops = np.random.default_rng(0).uniform(-1, 1, (5, 112, 112, 3)).astype(np.float32)
   got = embed(module, variables, crops, batch_size=2)
   want = np.asarray(jax.jit(module.apply)(variables, crops))
@@ -64,3 +70,33 @@ def test_embed_batches_and_video_score():
   with pytest.raises(NoFaceFound):
     identity.video_id_score(module, variables, video, ref_image, GivenFaces(boxes),
                             reference_detector=GivenFaces([None]))
+
+
+def test_video_identity_scores_csim_and_id_score_in_one_pass():
+  module, variables = tiny_arcface()
+  r = np.random.default_rng(2)
+  gen = r.integers(0, 256, (3, 120, 100, 3), np.uint8)
+  ref = r.integers(0, 256, (3, 120, 100, 3), np.uint8)
+  image = r.integers(0, 256, (90, 80, 3), np.uint8)
+  box, small = [10, 10, 90, 110], [5, 5, 60, 70]
+  # One GivenFaces answers in call order: the generated frames, the reference frames, the image.
+  faces = GivenFaces([box, box, None] + [box, None, box] + [small])
+  s = identity.video_identity_scores(("id_score", "csim"), module, variables, gen, ref, faces,
+                                     image, crop="box")
+  emb = lambda frames, b: embed(module, variables, np.stack(
+      [crop_face(f, np.asarray(b, float), crop="box") for f in frames]))
+  g, t, e = emb(gen[:2], box), emb(ref[[0, 2]], box), emb(image[None], small)
+  assert (s["csim"].count, s["csim"].total) == (1, 3)       # frame 1: no reference face; 2: none
+  np.testing.assert_allclose(s["csim"].score, identity.cosine_similarity(g[0], t[0]), atol=1e-5)
+  assert (s["id_score"].count, s["id_score"].total) == (2, 3)
+  np.testing.assert_allclose(s["id_score"].per_frame[:2], identity.cosine_similarity(g, e),
+                             atol=1e-5)
+  # No image: the reference video's first frame; without a face there, an error naming the video.
+  s = identity.video_identity_scores(["id_score"], module, variables, gen, ref,
+                                     GivenFaces([box, box, box, box]), crop="box")
+  np.testing.assert_allclose(s["id_score"].per_frame, identity.cosine_similarity(
+      emb(gen, box), emb(ref[:1], box)), atol=1e-5)
+  assert "csim" not in s
+  with pytest.raises(NoFaceFound, match="video 'x': no face detected in the first reference frame"):
+    identity.video_identity_scores(["id_score"], module, variables, gen, ref,
+                                   GivenFaces([box, box, box, None]), crop="box", where="video 'x'")

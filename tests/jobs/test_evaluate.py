@@ -236,3 +236,52 @@ def test_motion_score_is_the_fid_of_colorized_flows(tmp_path):
   with pytest.raises(ValueError, match="fid_weights is empty; metric 'motion_score' needs a folder "
                                        "from `python -m conversion fid-inception`"):
     evaluate.run(_config(tmp_path, metrics=["motion_score"], raft_weights=raft))
+
+
+def test_csim_and_id_score_through_the_detector(tmp_path):
+  # 64x64 frames through a stand-in SCRFD file (one face with landmarks on every image) and a
+  # random tiny ArcFace folder: the table equals the cosines computed on the same crops.
+  from sem_repa_jax.eval.identity import cosine_similarity
+  from sem_repa_jax.models.encoders.arcface import config_to_json
+  from sem_repa_jax.models.encoders.face_detect import SCRFD
+  from sem_repa_jax.models.encoders.face_embed import aligned_faces, embed
+  from tests.eval.test_identity import tiny_arcface
+  from tests.models.test_arcface_faces import write_scrfd_stub
+  videos = {"a": (_video(12, 3, 64), _video(13, 3, 64)), "b": (_video(14, 2, 64), _video(15, 2, 64))}
+  for name, (g, r) in videos.items():
+    _png_folder(tmp_path / "gen" / name, g)
+    _png_folder(tmp_path / "ref" / name, r)
+  module, variables = tiny_arcface()
+  arcface = save_pretrained(str(tmp_path / "arcface"), kind="arcface",
+                            module_kwargs=dict(config=config_to_json(module.config)),
+                            variables=variables)
+  detector_file = write_scrfd_stub(tmp_path / "det.onnx")
+  c = _config(tmp_path, metrics=["csim", "id_score"], arcface_weights=arcface,
+              face_detector=detector_file)
+  result = evaluate.run(c)
+  s, detector = result["summary"], SCRFD(detector_file)
+  emb = lambda frames: embed(module, variables, aligned_faces(frames, detector)[0])
+  csims = [cosine_similarity(emb(g), emb(r)).mean() for g, r in videos.values()]
+  ids = [cosine_similarity(emb(g), emb(r[:1])).mean() for g, r in videos.values()]
+  np.testing.assert_allclose([s["csim"], s["id_score"]], [np.mean(csims), np.mean(ids)], atol=1e-5)
+  assert (s["csim_frames"], s["id_score_frames"], result["per_video"]["b"]["csim_frames"]) == (5, 5, 2)
+  assert "| CSIM ↑ | ID-SCORE ↑ |" in open(tmp_path / "work" / "evaluation.md").read()
+  # Reference images by name: an image of one video's generated first frame scores 1 there.
+  os.makedirs(tmp_path / "images")
+  for name, (g, _) in videos.items():
+    Image.fromarray(g[0]).save(tmp_path / "images" / f"{name}.png")
+  per_video = evaluate.run(_config(tmp_path, metrics=["id_score"], arcface_weights=arcface,
+                                   face_detector=detector_file,
+                                   id_reference=str(tmp_path / "images")))["per_video"]
+  g = videos["a"][0]
+  np.testing.assert_allclose(per_video["a"]["id_score"],
+                             cosine_similarity(emb(g), emb(g[:1])).mean(), atol=1e-5)
+  os.remove(tmp_path / "images" / "b.png")
+  with pytest.raises(ValueError, match=r"id_reference = .*images: no b.png/.jpg/.jpeg for video 'b'"):
+    evaluate.run(_config(tmp_path, metrics=["id_score"], arcface_weights=arcface,
+                         face_detector=detector_file, id_reference=str(tmp_path / "images")))
+  with pytest.raises(ValueError, match="face_detector is empty; csim and id_score need an SCRFD"):
+    evaluate.run(_config(tmp_path, metrics=["csim"], arcface_weights=arcface))
+  with pytest.raises(ValueError, match="arcface_weights is empty; metric 'csim' needs a folder from "
+                                       "`python -m conversion arcface`"):
+    evaluate.run(_config(tmp_path, metrics=["csim"], face_detector=detector_file))
