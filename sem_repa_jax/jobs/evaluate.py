@@ -160,12 +160,15 @@ def _face_detector(e):
   return SCRFD(e.face_detector)
 
 
-def _padded_batches(x: np.ndarray, batch: int):
-  """(start, n, batch of `batch` rows): a fixed shape compiles once; the filler rows (copies of
-  the last) are dropped by the caller."""
+def _padded_batches(x: np.ndarray, batch: int, multiple: int = 1):
+  """(start, n, rows) over `x` in batches of `batch` rows. A short last batch is filled (with
+  copies of the last row, which the caller drops) up to the next power of two, rounded up to
+  `multiple` (the device count) and at most `batch`: a handful of shapes compile once each, and a
+  one-clip video does not pay for a full batch of clips."""
   for start in range(0, len(x), batch):
     n = min(batch, len(x) - start)
-    yield start, n, np.concatenate([x[start:start + n], np.repeat(x[-1:], batch - n, 0)])
+    size = min(batch, -(-(1 << (n - 1).bit_length()) // multiple) * multiple)
+    yield start, n, np.concatenate([x[start:start + n], np.repeat(x[-1:], size - n, 0)])
 
 
 def run(config) -> dict:
@@ -219,7 +222,8 @@ def run(config) -> dict:
                        " a pair must agree in frame count and size")
     sums = {m: [] for m in names if m in PAIR_METRICS}
     if fn is not None:
-      for (start, n, gb), (_, _, rb) in zip(_padded_batches(g, batch), _padded_batches(r, batch)):
+      for (start, n, gb), (_, _, rb) in zip(_padded_batches(g, batch, len(devices)),
+                                            _padded_batches(r, batch, len(devices))):
         out = jax.device_get(fn(variables, jax.device_put(gb, rows), jax.device_put(rb, rows)))
         for m in sums:
           sums[m].append(np.asarray(out[m][:n], np.float64))
@@ -230,8 +234,8 @@ def run(config) -> dict:
     if clip_fn is not None:
       where = f"video {name!r} ({gpath})"
       gc, rc = (clips_of(x, e.clip_length, e.clip_stride, where) for x in (g, r))
-      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gc, clip_batch),
-                                        _padded_batches(rc, clip_batch)):
+      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gc, clip_batch, len(devices)),
+                                        _padded_batches(rc, clip_batch, len(devices))):
         out = jax.device_get(clip_fn(variables, jax.device_put(gb, rows), jax.device_put(rb, rows)))
         for m in clip_names:
           for side in ("generated", "reference"):
@@ -242,8 +246,8 @@ def run(config) -> dict:
       raft_config = networks["motion_score"][0].config
       gp, rp = (frame_pairs(x, raft_config, f"video {name!r} ({path})")
                 for x, path in ((g, gpath), (r, rpath)))
-      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gp, flow_batch),
-                                        _padded_batches(rp, flow_batch)):
+      for (_, n, gb), (_, _, rb) in zip(_padded_batches(gp, flow_batch, len(devices)),
+                                        _padded_batches(rp, flow_batch, len(devices))):
         out = jax.device_get(motion_fn(variables, jax.device_put(gb, rows),
                                        jax.device_put(rb, rows)))
         for side in ("generated", "reference"):

@@ -285,3 +285,13 @@ def test_csim_and_id_score_through_the_detector(tmp_path):
   with pytest.raises(ValueError, match="arcface_weights is empty; metric 'csim' needs a folder from "
                                        "`python -m conversion arcface`"):
     evaluate.run(_config(tmp_path, metrics=["csim"], face_detector=detector_file))
+
+
+def test_short_last_batches_pad_to_powers_of_two():
+  x = np.arange(11)[:, None]
+  got = [(start, n, len(rows)) for start, n, rows in evaluate._padded_batches(x, 8)]
+  assert got == [(0, 8, 8), (8, 3, 4)]
+  _, _, rows = list(evaluate._padded_batches(x, 8))[1]
+  assert rows[:, 0].tolist() == [8, 9, 10, 10]                 # filled with the last row
+  assert [len(r) for _, _, r in evaluate._padded_batches(x[:5], 16, multiple=3)] == [9]
+  assert [len(r) for _, _, r in evaluate._padded_batches(x[:1], 4)] == [1]
