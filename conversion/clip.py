@@ -1,5 +1,5 @@
-"""transformers CLIPModel folder (e.g. openai/clip-vit-large-patch14: config.json + model.safetensors)
--> Flax CLIPModel (both towers, models/encoders/clip_model.py).
+"""transformers CLIPModel folder (e.g. openai/clip-vit-large-patch14: config.json +
+model.safetensors) -> Flax CLIPModel (both towers, models/encoders/clip_model.py).
 
 The vision tower's Rules are conversion/clip_vision.py's under params/vision_model; the text tower's
 are its embeddings, the same encoder-layer Rules, final_layer_norm and text_projection under

@@ -161,7 +161,8 @@ def test_conversion_errors_are_readable(tmp_path):
                           match="model_type 'clip_vision_model', expected 'clip'")
 
 
-# A tiny CLIP BPE vocabulary (transformers' own CLIP tokenizer test): <|endoftext|> is the largest id.
+# A tiny CLIP BPE vocabulary (transformers' own CLIP tokenizer test); <|endoftext|> is the
+# largest id, as in the openai vocabulary.
 BPE_VOCAB = ["l", "o", "w", "e", "r", "s", "t", "i", "d", "n", "lo", "l</w>", "w</w>", "r</w>",
              "t</w>", "low</w>", "er</w>", "lowest</w>", "newer</w>", "wider", "<unk>",
              "<|startoftext|>", "<|endoftext|>"]
@@ -185,8 +186,8 @@ def test_tokenize_clip_matches_transformers(tmp_path):
   assert mask[0].tolist() == [True] * 9 + [False] and truncated == [False, True]
   assert ids[1].tolist() == [21] + [15] * 8 + [22] and mask[1].all()
   reference = transformers.CLIPTokenizer.from_pretrained(str(tmp_path / "model" / "tokenizer"))
-  want = reference(["lower newer", "low " * 12], padding="max_length", max_length=10, truncation=True,
-              return_tensors="np")
+  want = reference(["lower newer", "low " * 12], padding="max_length", max_length=10,
+                   truncation=True, return_tensors="np")
   np.testing.assert_array_equal(ids, want["input_ids"])
   np.testing.assert_array_equal(mask, want["attention_mask"].astype(bool))
   # Pooling at the first <|endoftext|> with either rule, though the padding repeats it.

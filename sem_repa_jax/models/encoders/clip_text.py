@@ -1,5 +1,5 @@
-"""CLIP text transformer with projection, matching transformers' CLIPTextModelWithProjection (and the
-text tower of CLIPModel: get_text_features).
+"""CLIP text transformer with projection, matching transformers' CLIPTextModelWithProjection (and
+the text tower of CLIPModel: get_text_features).
 
 Token embedding plus a learned absolute position embedding, pre-norm encoder layers (clip.py's
 CLIPEncoderLayer) under a causal mask (and the padding mask when one is given), a final LayerNorm,
@@ -71,7 +71,8 @@ def eos_positions(input_ids, eos_token_id: int):
 
 
 def attention_mask_of(length: int, attention_mask: Optional[jax.Array] = None):
-  """Boolean (B or 1, 1, L, L): causal, and where `attention_mask` (B, L) is given, no padded keys."""
+  """Boolean (B or 1, 1, L, L): causal, and where `attention_mask` (B, L) is given, no padded
+  keys."""
   mask = jnp.tril(jnp.ones((length, length), bool))[None, None]
   if attention_mask is None:
     return mask

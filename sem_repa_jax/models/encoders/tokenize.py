@@ -53,8 +53,8 @@ def clip_tokenizer_folder(path: str) -> str:
     if any(all(os.path.isfile(os.path.join(folder, f)) for f in files)
            for files in _CLIP_TOKENIZER_FILES):
       return folder
-  raise FileNotFoundError(f"{path}: no CLIP tokenizer files (expected tokenizer.json, or vocab.json "
-                          "and merges.txt, in it or in its tokenizer/ subfolder)")
+  raise FileNotFoundError(f"{path}: no CLIP tokenizer files (expected tokenizer.json, or "
+                          "vocab.json and merges.txt, in it or in its tokenizer/ subfolder)")
 
 
 def load_clip_tokenizer(path: str):
@@ -66,7 +66,8 @@ def load_clip_tokenizer(path: str):
   try:
     return cls.from_pretrained(folder)
   except (OSError, ValueError, TypeError) as e:
-    raise ValueError(f"tokenizer folder {folder!r} cannot be loaded as a CLIP tokenizer: {e}") from e
+    raise ValueError(f"tokenizer folder {folder!r} cannot be loaded as a CLIP tokenizer: "
+                     f"{e}") from e
 
 
 def tokenize_clip(tokenizer, prompts, max_length: int = CLIP_MAX_LENGTH):
