@@ -118,6 +118,9 @@ def test_config_reading():
   assert cfg.text.projection_dim == cfg.vision.projection_dim == 12
   assert cfg.text.eos_token_id == 2 and cfg.text.max_position_embeddings == 12
   assert clip_model.config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
+  legacy = dict(full, text_config_dict={"hidden_size": 8, "num_attention_heads": 2})
+  assert clip_model.config_from_transformers(legacy).text == clip_text.CLIPTextConfig(
+      hidden_size=8, num_attention_heads=2, projection_dim=12)
   alone = clip_text.config_from_transformers(transformers.CLIPTextConfig().to_dict())
   assert alone == clip_text.CLIPTextConfig()
   with pytest.raises(ValueError, match="config.json has no text_config entry"):
@@ -196,3 +199,24 @@ def test_tokenize_clip_matches_transformers(tmp_path):
   (tmp_path / "empty").mkdir()
   with pytest.raises(FileNotFoundError, match="empty: no CLIP tokenizer files"):
     tokenize.load_clip_tokenizer(str(tmp_path / "empty"))
+
+
+def test_vit_l14_maps_every_transformers_tensor():
+  """At full size (meta tensors, abstract Flax shapes): every tensor of a CLIPModel with
+  openai/clip-vit-large-patch14's config.json (legacy eos_token_id 2) maps."""
+  from conversion.mapping import plan
+  config = transformers.CLIPConfig(
+      text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                       num_hidden_layers=12, projection_dim=768, bos_token_id=0, pad_token_id=1,
+                       eos_token_id=2),
+      vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                         num_hidden_layers=24, patch_size=14, projection_dim=768),
+      projection_dim=768)
+  with torch.device("meta"):
+    model = transformers.CLIPModel(config)
+  cfg = clip_model.config_from_transformers(config.to_dict())
+  assert (cfg.text.eos_token_id, cfg.text.max_position_embeddings, cfg.vision.image_size) == (
+      2, 77, 224)
+  module = clip_model.CLIPModel(cfg)
+  plan(parity.ShapeSource(model), clip_conversion.rules(cfg), clip_conversion.target_shapes(module),
+       "clip-vit-large-patch14")   # raises if a tensor or a parameter is left over

@@ -28,7 +28,12 @@ class CLIPConfig:
 
 def config_from_transformers(cfg: dict) -> CLIPConfig:
   """From a full CLIPConfig config.json (vision_config, text_config, projection_dim)."""
+  cfg = dict(cfg)
   for key in ("vision_config", "text_config"):
+    # Configs written in 2021 also hold {key}_dict, which transformers reads in place of {key}
+    # (its missing fields at their defaults).
+    if isinstance(cfg.get(key + "_dict"), dict):
+      cfg[key] = cfg[key + "_dict"]
     if not isinstance(cfg.get(key), dict):
       raise ValueError(f"config.json has no {key} entry; expected a CLIPModel config "
                        "(model_type 'clip')")
