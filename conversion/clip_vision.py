@@ -16,41 +16,60 @@ FACTORY = factory_of(KIND)
 _POSITION_IDS = "vision_model.embeddings.position_ids"
 
 
-def rules(cfg) -> list:
-  d, h = cfg.hidden_size, cfg.num_attention_heads
-  hd = d // h
-  layer = r"vision_model\.encoder\.layers\.(\d+)"
+def layer_rules(cfg, source: str, target: str) -> list:
+  """Rules of the scanned CLIPEncoderLayer stack under `target` (e.g. 'params/layers') from the
+  torch layers matched by `source`, a pattern whose group 1 is the layer index (either tower)."""
+  h = cfg.num_attention_heads
+  hd = cfg.hidden_size // h
   return [
-      Rule(r"vision_model\.embeddings\.class_embedding", "params/class_embedding"),
-      Rule(r"vision_model\.embeddings\.patch_embedding\.weight",
-           "params/patch_embedding/kernel", mapping.conv2d),
-      Rule(r"vision_model\.embeddings\.position_embedding\.weight", "params/position_embedding"),
-      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.weight", r"params/\1/scale"),
-      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.bias", r"params/\1/bias"),
-      Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.weight", r"params/layers/\2/kernel",
+      Rule(source + r"\.self_attn\.(q_proj|k_proj|v_proj)\.weight", target + r"/\2/kernel",
            lambda w: mapping.split_axis(w.T, -1, (h, hd)), stack=1),
-      Rule(layer + r"\.self_attn\.(q_proj|k_proj|v_proj)\.bias", r"params/layers/\2/bias",
+      Rule(source + r"\.self_attn\.(q_proj|k_proj|v_proj)\.bias", target + r"/\2/bias",
            lambda b: mapping.split_axis(b, 0, (h, hd)), stack=1),
-      Rule(layer + r"\.self_attn\.out_proj\.weight", "params/layers/out_proj/kernel",
+      Rule(source + r"\.self_attn\.out_proj\.weight", target + "/out_proj/kernel",
            lambda w: mapping.split_axis(w.T, 0, (h, hd)), stack=1),
-      Rule(layer + r"\.self_attn\.out_proj\.bias", "params/layers/out_proj/bias", stack=1),
-      Rule(layer + r"\.(layer_norm1|layer_norm2)\.weight", r"params/layers/\2/scale", stack=1),
-      Rule(layer + r"\.(layer_norm1|layer_norm2)\.bias", r"params/layers/\2/bias", stack=1),
-      Rule(layer + r"\.mlp\.(fc1|fc2)\.weight", r"params/layers/\2/kernel", mapping.linear,
+      Rule(source + r"\.self_attn\.out_proj\.bias", target + "/out_proj/bias", stack=1),
+      Rule(source + r"\.(layer_norm1|layer_norm2)\.weight", target + r"/\2/scale", stack=1),
+      Rule(source + r"\.(layer_norm1|layer_norm2)\.bias", target + r"/\2/bias", stack=1),
+      Rule(source + r"\.mlp\.(fc1|fc2)\.weight", target + r"/\2/kernel", mapping.linear,
            stack=1),
-      Rule(layer + r"\.mlp\.(fc1|fc2)\.bias", r"params/layers/\2/bias", stack=1),
-      Rule(r"visual_projection\.weight", "params/visual_projection/kernel", mapping.linear),
+      Rule(source + r"\.mlp\.(fc1|fc2)\.bias", target + r"/\2/bias", stack=1),
   ]
 
 
+def rules(cfg, target: str = "params") -> list:
+  """The vision tower's Rules, its Flax parameters under `target` ('params/vision_model' inside
+  the CLIPModel of conversion/clip.py)."""
+  return [
+      Rule(r"vision_model\.embeddings\.class_embedding", target + "/class_embedding"),
+      Rule(r"vision_model\.embeddings\.patch_embedding\.weight",
+           target + "/patch_embedding/kernel", mapping.conv2d),
+      Rule(r"vision_model\.embeddings\.position_embedding\.weight",
+           target + "/position_embedding"),
+      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.weight", target + r"/\1/scale"),
+      Rule(r"vision_model\.(pre_layrnorm|post_layernorm)\.bias", target + r"/\1/bias"),
+      *layer_rules(cfg, r"vision_model\.encoder\.layers\.(\d+)", target + "/layers"),
+      Rule(r"visual_projection\.weight", target + "/visual_projection/kernel", mapping.linear),
+  ]
+
+
+def position_ids_set_aside(ckpt, src, names: tuple) -> mapping.Source:
+  """The checkpoint without the position-id buffers `names` (older transformers saved them), each
+  checked to be the identity 0..n-1."""
+  problems = []
+  for name in names:
+    if name in ckpt.keys():
+      ids = np.asarray(ckpt.get(name)).reshape(-1)
+      if not np.array_equal(ids, np.arange(ids.size)):
+        problems.append(f"{name} is not 0..{ids.size - 1}; this model does not support permuted "
+                        "positions")
+  if problems:
+    raise ConversionError(src, problems)
+  return mapping.SubsetSource(ckpt, [n for n in ckpt.keys() if n not in names])
+
+
 def _without_position_ids(ckpt, src):
-  """The checkpoint without its position-id buffer, which must be the identity 0..n-1."""
-  if _POSITION_IDS in ckpt.keys():
-    ids = np.asarray(ckpt.get(_POSITION_IDS)).reshape(-1)
-    if not np.array_equal(ids, np.arange(ids.size)):
-      raise ConversionError(src, [f"{_POSITION_IDS} is not 0..{ids.size - 1}; this model does "
-                                  "not support permuted positions"])
-  return mapping.SubsetSource(ckpt, [n for n in ckpt.keys() if n != _POSITION_IDS])
+  return position_ids_set_aside(ckpt, src, (_POSITION_IDS,))
 
 
 def target_shapes(module) -> dict:

@@ -103,7 +103,8 @@ def write_folder(state: dict, dst, *, config_from, shards: int = 1) -> str:
   model.safetensors, or `shards` files with the model.safetensors.index.json that maps them."""
   os.makedirs(dst, exist_ok=True)
   shutil.copy(os.path.join(str(config_from), "config.json"), dst)
-  state = {k: np.ascontiguousarray(v) for k, v in state.items()}
+  # ascontiguousarray makes 0-d arrays 1-d; a scalar (CLIP's logit_scale) keeps its shape.
+  state = {k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in state.items()}
   if shards == 1:
     save_file(state, os.path.join(str(dst), "model.safetensors"))
     return str(dst)

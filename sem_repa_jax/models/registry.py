@@ -12,6 +12,7 @@ FACTORIES = {
     "cogvideox-vae": "sem_repa_jax.models.cogvideox.vae:cogvideox_vae",
     "t5-encoder": "sem_repa_jax.models.encoders.t5:build_t5_encoder",
     "clip-vision": "sem_repa_jax.models.encoders.clip:build_clip_vision",
+    "clip": "sem_repa_jax.models.encoders.clip_model:build",
     "arcface": "sem_repa_jax.models.encoders.arcface:build_iresnet",
     "svd-vae": "sem_repa_jax.models.svd.vae:build",
     "semrepa-alignment": "sem_repa_jax.methods.semrepa.factory:build",

@@ -16,8 +16,8 @@ TINY_T5 = t5.T5Config(vocab_size=8, d_model=4, d_kv=2, d_ff=6, num_layers=1, num
 def test_every_kind_names_the_registry_factory():
   kinds = available_kinds()
   assert set(kinds) == {"cogvideox-transformer", "cogvideox-vae", "t5-encoder", "clip-vision",
-                        "arcface", "svd-unet", "svd-vae", "lpips", "fid-inception", "i3d",
-                        "raft", "pose-net", "face-encoder", "sd-unet"}
+                        "clip", "arcface", "svd-unet", "svd-vae", "lpips", "fid-inception",
+                        "i3d", "raft", "pose-net", "face-encoder", "sd-unet"}
   for kind, mod in kinds.items():
     assert mod.FACTORY == registry.factory_of(kind)
   module = driver.build("t5-encoder", driver.standard_kwargs(TINY_T5, "bfloat16"))

@@ -63,13 +63,19 @@ def _layer_norm(config, dtype, param_dtype, name):
 
 
 class CLIPEncoderLayer(nn.Module):
-  config: CLIPVisionConfig
+  """One pre-norm block of either CLIP tower: `(x, mask=None) -> (x, None)`.
+
+  config: a CLIPVisionConfig or CLIPTextConfig (the fields read are the same). mask: boolean,
+  broadcastable to (batch, heads, length, length), True where attention is allowed (the text
+  tower's causal and padding mask); None attends everywhere (the vision tower).
+  """
+  config: Any
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   attention: str = "xla"
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, mask=None):
     c = self.config
     heads = (c.num_attention_heads, c.hidden_size // c.num_attention_heads)
 
@@ -81,7 +87,7 @@ class CLIPEncoderLayer(nn.Module):
     q = dense("q_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
     k = dense("k_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
     v = dense("v_proj", heads, 1, ("embed", "heads", "kv"), ("heads", "kv"))(h)
-    a = dot_product_attention(q, k, v, implementation=self.attention)
+    a = dot_product_attention(q, k, v, implementation=self.attention, mask=mask)
     x = x + dense("out_proj", (c.hidden_size,), 2, ("heads", "kv", "embed"), ("embed",))(a)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
