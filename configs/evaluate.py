@@ -11,7 +11,8 @@
 
 Each metric needs only its own folders: lpips lpips_weights; fid fid_weights; fvd and fid_vid
 i3d_weights; motion_score raft_weights and fid_weights; csim and id_score arcface_weights and
-face_detector; psnr, ssim, l1 and cpbd none.
+face_detector; text_score clip_weights (and prompts, unless generated is a .jsonl manifest with
+a `prompt` per video); psnr, ssim, l1 and cpbd none.
 """
 import ml_collections
 
@@ -35,6 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
   e.face_crop = "landmarks"   # how faces are cut for ArcFace (face_embed.CROPS)
   e.id_reference = ""    # id_score: folder of <name>.png/.jpg reference images; "" = the
   # reference video's first frame
+  e.clip_weights = ""   # `python -m conversion clip --src clip-vit-large-patch14` (text_score)
+  e.clip_tokenizer = ""  # the downloaded CLIP folder (its tokenizer files); "" = clip_weights
+  e.prompts = ""       # text_score: .jsonl of {"name" or "path", "prompt"}; "" = the generated
+  # manifest's `prompt` fields
   e.batch_size = 16      # frames per step, rounded up to a multiple of the local device count
   e.clip_length = 16     # fvd, fid_vid: frames per I3D clip (eval/fvd.py)
   e.clip_stride = 16     # first frames of consecutive clips this far apart (16: no overlap)

@@ -9,7 +9,8 @@ The motion score (eval/motion.py) takes consecutive frame pairs (B, 2, H, W, 3) 
 `motion_function`: RAFT's flow of both sides in one pass, colorized, and the FID Inception's
 features of the flow images. CPBD (eval/cpbd.py) scores generated frames alone, and CSIM and
 the ID score (eval/identity.py) compare ArcFace embeddings of detected faces, per video on the
-host (detection is onnxruntime's): the job calls them. Networks' variables are arguments of the jitted function, not constants folded into
+host (detection is onnxruntime's): the job calls them. The text score (eval/text_score.py) takes
+CLIP-preprocessed frames of one video and its prompt through `text_function`. Networks' variables are arguments of the jitted function, not constants folded into
 it, so one compilation serves every batch of one shape.
 """
 from typing import Callable, Mapping, Sequence
@@ -25,20 +26,23 @@ MOTION_METRICS = ("motion_score",)
 SET_METRICS = ("fid",) + CLIP_METRICS + MOTION_METRICS
 GENERATED_METRICS = ("cpbd",)   # of generated frames alone, no reference
 IDENTITY_METRICS = ("csim", "id_score")   # ArcFace cosines of detected faces (eval/identity.py)
-METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS + IDENTITY_METRICS
+TEXT_METRICS = ("text_score",)   # CLIP cosine of generated frames and the prompt (eval/text_score.py)
+METRICS = PAIR_METRICS + SET_METRICS + GENERATED_METRICS + IDENTITY_METRICS + TEXT_METRICS
 NETWORK_KIND = {"lpips": "lpips", "fid": "fid-inception", "fvd": "i3d", "fid_vid": "i3d",
-                "motion_score": "raft", "csim": "arcface", "id_score": "arcface"}
+                "motion_score": "raft", "csim": "arcface", "id_score": "arcface",
+                "text_score": "clip"}
 # config.evaluate field of each network folder; FVD and FID-VID share one I3D, CSIM and the ID
 # score one ArcFace.
 WEIGHTS_FIELD = {"lpips": "lpips_weights", "fid": "fid_weights", "fvd": "i3d_weights",
                  "fid_vid": "i3d_weights", "motion_score": "raft_weights",
-                 "csim": "arcface_weights", "id_score": "arcface_weights"}
+                 "csim": "arcface_weights", "id_score": "arcface_weights",
+                 "text_score": "clip_weights"}
 # Networks of other metrics a metric runs too: the motion score's FID is FID's Inception.
 ALSO_NEEDS = {"motion_score": ("fid",)}
 FEATURES = {"fid": 2048, "fvd": 400, "fid_vid": 1024, "motion_score": 2048}   # of set metrics
 LOWER_IS_BETTER = {"psnr": False, "ssim": False, "l1": True, "lpips": True, "fid": True,
                    "fvd": True, "fid_vid": True, "cpbd": False, "motion_score": True,
-                   "csim": False, "id_score": False}
+                   "csim": False, "id_score": False, "text_score": False}
 
 
 def check_metrics(names: Sequence[str], field: str = "config.evaluate.metrics") -> tuple:
@@ -130,5 +134,23 @@ def motion_function(networks: Mapping[str, tuple]) -> Callable:
     colors = colorized_flow(raft, variables["motion_score"], jnp.concatenate([generated, reference]))
     feats = inception.apply(variables["fid"], colors.astype(jnp.float32) / 127.5 - 1.0)
     return dict(zip(("motion_score_generated", "motion_score_reference"), jnp.split(feats, 2)))
+
+  return jax.jit(fn)
+
+
+def text_function(networks: Mapping[str, tuple]) -> Callable:
+  """fn(variables, pixels, input_ids, attention_mask) -> (B,) raw cosine of each frame with the
+  prompt: pixels (B, S, S, 3) from eval/text_score.clip_pixels, input_ids and attention_mask
+  (1, L) from encoders/tokenize.tokenize_clip; `networks` holds 'text_score' (a CLIPModel)."""
+  from sem_repa_jax.eval.text_score import cosine_similarity
+  if "text_score" not in networks:
+    raise ValueError(f"text_function: needs the CLIP ('text_score') network; got {sorted(networks)}")
+  clip = networks["text_score"][0]
+
+  def fn(variables, pixels, input_ids, attention_mask):
+    v = variables["text_score"]
+    image = clip.apply(v, pixels, method="image_features")
+    text = clip.apply(v, input_ids, attention_mask, method="text_features")
+    return cosine_similarity(image, text)
 
   return jax.jit(fn)

@@ -20,7 +20,11 @@ reference frame i, the ID score between generated frame i and the reference imag
 <name>.png/.jpg in config.evaluate.id_reference, else the reference video's first frame). Frames
 without a face (on either side for CSIM) are left out and counted (per video `<metric>_frames`,
 in the summary the total), never scored as zero; a reference image without a face is an error.
-Both are averaged per video, then over the videos with a scored frame.
+Both are averaged per video, then over the videos with a scored frame. The text score
+(eval/text_score.py) is the raw CLIP cosine of each generated frame with its video's prompt
+(config.evaluate.prompts: a .jsonl of {"name" or "path", "prompt"}; "" reads the `prompt` of a
+.jsonl config.evaluate.generated), CLIP from config.evaluate.clip_weights and its tokenizer from
+config.evaluate.clip_tokenizer (default: the CLIP folder), averaged per video then over videos.
 Writes <workdir>/metrics.json and <workdir>/evaluation.md.
 """
 import json
@@ -135,6 +139,55 @@ def _load_networks(e, names, sharding) -> dict:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def read_prompts(spec: str, field: str) -> dict:
+  """{name: prompt} of a .jsonl whose lines hold `prompt` and `name` or `path` (the name is then
+  the path's stem, as in list_videos); lines without a prompt are skipped."""
+  if not (os.path.isfile(spec) and spec.endswith(".jsonl")):
+    raise ValueError(f"{field} = {spec!r}: not a .jsonl file of {{\"name\", \"prompt\"}} lines")
+  out = {}
+  with open(spec, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
+      if not isinstance(record, dict) or "prompt" not in record:
+        continue
+      name = record.get("name") or (isinstance(record.get("path"), str) and os.path.splitext(
+          os.path.basename(record["path"].rstrip("/")))[0])
+      if not name or not isinstance(record["prompt"], str):
+        raise ValueError(f"{spec}:{lineno}: expected a string 'prompt' and a 'name' or 'path'")
+      out[str(name)] = record["prompt"]
+  return out
+
+
+def _prompt_ids(e, names, clip_module):
+  """{video name: (input_ids (1, L), attention_mask (1, L))} of every video's prompt."""
+  from sem_repa_jax.models.encoders.tokenize import load_clip_tokenizer, tokenize_clip
+  field = "config.evaluate.prompts"
+  spec = e.prompts
+  if not spec:
+    if not e.generated.endswith(".jsonl"):
+      raise ValueError(f"{field} is empty and config.evaluate.generated is a folder: text_score "
+                       "needs a .jsonl of {\"name\", \"prompt\"} lines")
+    spec, field = e.generated, "config.evaluate.generated"
+  prompts = read_prompts(spec, field)
+  missing = [n for n in names if n not in prompts]
+  if missing:
+    raise ValueError(f"{field} = {spec}: no prompt for {', '.join(missing[:5])}"
+                     + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""))
+  tokenizer = load_clip_tokenizer(e.clip_tokenizer or e.clip_weights)
+  ids, mask, truncated = tokenize_clip(tokenizer, [prompts[n] for n in names],
+                                       clip_module.config.text.max_position_embeddings)
+  long = [n for n, t in zip(names, truncated) if t]
+  if long:
+    logging.warning("evaluate: the prompts of %d videos (%s) are longer than CLIP's %d tokens and "
+                    "were truncated", len(long), ", ".join(long[:3]), ids.shape[1])
+  return {n: (ids[i:i + 1], mask[i:i + 1]) for i, n in enumerate(names)}
+
+
 def reference_image(folder: str, name: str) -> np.ndarray:
   """uint8 RGB (H, W, 3) of <folder>/<name>.png (or .jpg/.jpeg): the ID score's reference."""
   from PIL import Image
@@ -183,7 +236,8 @@ def run(config) -> dict:
   from sem_repa_jax.eval.motion import frame_pairs
   from sem_repa_jax.eval.suite import (CLIP_METRICS, FEATURES, IDENTITY_METRICS, PAIR_METRICS,
                                        SET_METRICS, batch_function, check_metrics, clip_function,
-                                       motion_function)
+                                       motion_function, text_function)
+  from sem_repa_jax.eval.text_score import clip_pixels
 
   e = config.evaluate
   names = check_metrics(list(e.metrics))
@@ -209,6 +263,9 @@ def run(config) -> dict:
   fn = batch_function(frame_names, networks) if frame_names else None
   clip_fn = clip_function(clip_names, networks) if clip_names else None
   motion_fn = motion_function(networks) if "motion_score" in names else None
+  text_fn = text_function(networks) if "text_score" in names else None
+  prompt_ids = _prompt_ids(e, [n for n, _, _ in pairs], networks["text_score"][0]) \
+      if text_fn is not None else {}
   stats = {(m, side): FeatureStatistics(FEATURES[m]) for m in names if m in SET_METRICS
            for side in ("generated", "reference")}
   per_video, frames_total, clips_total = {}, 0, 0
@@ -255,6 +312,15 @@ def run(config) -> dict:
       per_video[name]["flows"] = int(len(gp))
     if "cpbd" in names:
       per_video[name]["cpbd"] = float(np.mean(cpbd_frames(g)))
+    if text_fn is not None:
+      clip_module = networks["text_score"][0]
+      pixels = clip_pixels(g, clip_module.config.vision.image_size)
+      ids, mask = prompt_ids[name]
+      cosines = []
+      for _, n, pb in _padded_batches(pixels, batch, len(devices)):
+        out = text_fn(variables, jax.device_put(pb, rows), ids, mask)
+        cosines.append(np.asarray(jax.device_get(out), np.float64)[:n])
+      per_video[name]["text_score"] = float(np.mean(np.concatenate(cosines)))
     if identity_names:
       image = reference_image(e.id_reference, name) if "id_score" in names and e.id_reference \
           else None

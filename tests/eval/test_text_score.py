@@ -45,20 +45,23 @@ def test_text_score_of_identical_and_opposite_embeddings():
     text_score.text_score(frames, e[:1])
 
 
-@pytest.fixture(scope="module")
-def tiny_clip_folder(tmp_path_factory):
+def make_tiny_clip_folder(root):
   """A randomized tiny CLIPModel (openai-style: eos_token_id 2, <|endoftext|> the largest id)
-  saved with its tokenizer, and its conversion."""
+  saved with its tokenizer under root/src, and its conversion: (model, src, dst)."""
   torch.manual_seed(0)
   config = transformers.CLIPConfig(
       text_config=dict(TEXT, vocab_size=len(BPE_VOCAB), bos_token_id=21, pad_token_id=22,
                        eos_token_id=2),
       vision_config=VISION, projection_dim=12)
   model = parity.randomize(transformers.CLIPModel(config).eval(), norms_only=True, spread=0.5)
-  root = tmp_path_factory.mktemp("clip_text_score")
   src, dst = parity.round_trip(model, clip_conversion.KIND, root)
   write_tokenizer(root / "src")
   return model, src, dst
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory):
+  return make_tiny_clip_folder(tmp_path_factory.mktemp("clip_text_score"))
 
 
 def test_text_score_matches_torch(tiny_clip_folder):

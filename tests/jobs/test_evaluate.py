@@ -295,3 +295,38 @@ def test_short_last_batches_pad_to_powers_of_two():
   assert rows[:, 0].tolist() == [8, 9, 10, 10]                 # filled with the last row
   assert [len(r) for _, _, r in evaluate._padded_batches(x[:5], 16, multiple=3)] == [9]
   assert [len(r) for _, _, r in evaluate._padded_batches(x[:1], 4)] == [1]
+
+
+def test_text_score_from_a_manifest_with_prompts(tmp_path):
+  # The generated side is a manifest whose lines carry the prompts; a tiny converted CLIP with its
+  # tokenizer in the downloaded folder (clip_tokenizer). The table equals frame_text_similarity.
+  import functools
+  from sem_repa_jax.eval.text_score import clip_pixels, frame_text_similarity
+  from sem_repa_jax.models.encoders.tokenize import load_clip_tokenizer, tokenize_clip
+  from tests.eval.test_text_score import make_tiny_clip_folder
+  _, src, dst = make_tiny_clip_folder(tmp_path / "clip")
+  videos = {"a": (_video(16, 3), _video(17, 3)), "b": (_video(18, 2), _video(19, 2))}
+  prompts = {"a": "lower newer", "b": "wider lowest"}
+  with open(tmp_path / "gen.jsonl", "w") as fh:
+    for name, (g, r) in videos.items():
+      _png_folder(tmp_path / "gen" / name, g)
+      _png_folder(tmp_path / "ref" / name, r)
+      fh.write(json.dumps({"path": f"gen/{name}", "prompt": prompts[name]}) + "\n")
+  c = _config(tmp_path, metrics=["text_score"], clip_weights=dst, clip_tokenizer=src,
+              generated=str(tmp_path / "gen.jsonl"), batch_size=2)
+  result = evaluate.run(c)
+  module, variables = load_pretrained(dst)
+  ids, mask, _ = tokenize_clip(load_clip_tokenizer(src), [prompts[n] for n in videos], 12)
+  similarity = jax.jit(functools.partial(frame_text_similarity, module))
+  want = [float(np.mean(similarity(variables, clip_pixels(g, 32)[None], ids[i:i + 1],
+                                   mask[i:i + 1]))) for i, (g, _) in enumerate(videos.values())]
+  np.testing.assert_allclose([result["per_video"][n]["text_score"] for n in videos], want,
+                             atol=1e-5)
+  np.testing.assert_allclose(result["summary"]["text_score"], np.mean(want), atol=1e-5)
+  with open(tmp_path / "prompts.jsonl", "w") as fh:
+    fh.write(json.dumps({"name": "a", "prompt": "low"}) + "\n")
+  with pytest.raises(ValueError, match=r"prompts = .*prompts.jsonl: no prompt for b"):
+    evaluate.run(_config(tmp_path, metrics=["text_score"], clip_weights=dst, clip_tokenizer=src,
+                         prompts=str(tmp_path / "prompts.jsonl")))
+  with pytest.raises(ValueError, match="prompts is empty and config.evaluate.generated is a folder"):
+    evaluate.run(_config(tmp_path, metrics=["text_score"], clip_weights=dst, clip_tokenizer=src))
