@@ -37,6 +37,21 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 __all__ = ["run", "list_videos", "pair_videos", "read_video", "markdown_table"]
 
 
+def _jsonl_records(spec: str):
+  """(line number, parsed object) of each non-empty line of a .jsonl file."""
+  with open(spec, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
+
+
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path.rstrip("/")))[0]
+
+
 def list_videos(spec: str, field: str) -> dict:
   """{name: path} of a folder or .jsonl manifest (see the module docstring)."""
   from sem_repa_jax.eval.video_io import frame_files
@@ -45,21 +60,14 @@ def list_videos(spec: str, field: str) -> dict:
   out = {}
   if os.path.isfile(spec) and spec.endswith(".jsonl"):
     base = os.path.dirname(os.path.abspath(spec))
-    with open(spec, encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-          raise ValueError(f"{spec}:{lineno}: expected an object with a string 'path'")
-        path = os.path.join(base, record["path"])
-        name = str(record.get("name") or os.path.splitext(os.path.basename(path.rstrip("/")))[0])
-        if name in out:
-          raise ValueError(f"{spec}:{lineno}: name {name!r} appears twice")
-        out[name] = path
+    for lineno, record in _jsonl_records(spec):
+      if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+        raise ValueError(f"{spec}:{lineno}: expected an object with a string 'path'")
+      path = os.path.join(base, record["path"])
+      name = str(record.get("name") or _stem(path))
+      if name in out:
+        raise ValueError(f"{spec}:{lineno}: name {name!r} appears twice")
+      out[name] = path
   elif os.path.isdir(spec):
     for entry in sorted(os.listdir(spec)):
       path = os.path.join(spec, entry)
@@ -145,21 +153,13 @@ def read_prompts(spec: str, field: str) -> dict:
   if not (os.path.isfile(spec) and spec.endswith(".jsonl")):
     raise ValueError(f"{field} = {spec!r}: not a .jsonl file of {{\"name\", \"prompt\"}} lines")
   out = {}
-  with open(spec, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{spec}:{lineno}: not valid JSON ({e.msg})") from None
-      if not isinstance(record, dict) or "prompt" not in record:
-        continue
-      name = record.get("name") or (isinstance(record.get("path"), str) and os.path.splitext(
-          os.path.basename(record["path"].rstrip("/")))[0])
-      if not name or not isinstance(record["prompt"], str):
-        raise ValueError(f"{spec}:{lineno}: expected a string 'prompt' and a 'name' or 'path'")
-      out[str(name)] = record["prompt"]
+  for lineno, record in _jsonl_records(spec):
+    if not isinstance(record, dict) or "prompt" not in record:
+      continue
+    name = record.get("name") or (isinstance(record.get("path"), str) and _stem(record["path"]))
+    if not name or not isinstance(record["prompt"], str):
+      raise ValueError(f"{spec}:{lineno}: expected a string 'prompt' and a 'name' or 'path'")
+    out[str(name)] = record["prompt"]
   return out
 
 
