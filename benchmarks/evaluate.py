@@ -15,14 +15,18 @@ both sides in one pass:
           as users convert glintr100.onnx) on the 2F + 1 face crops vs insightface's arcface_torch
           IResNet. Face detection (onnxruntime SCRFD) and the crops are host code shared by any
           implementation and are not timed.
+  text    the text score: CLIP ViT-L/14 (openai/clip-vit-large-patch14's config) on the F
+          generated frames and the prompt (eval/suite text_function) vs transformers' CLIPModel
+          get_image_features + get_text_features + cosine; CLIP's preprocessing is host code
+          shared by both (CLIPImageProcessor's) and is not timed.
 Random weights stand in where no file ships (Inception, LPIPS's are shipped but random is as fast,
-RAFT, ArcFace). Each part's two implementations run alternately (benchmarks/harness.alternate:
+RAFT, ArcFace, CLIP). Each part's two implementations run alternately (benchmarks/harness.alternate:
 A B A B, medians, load average); the suite's seconds per video are the sum of the parts' medians.
 
   python -m benchmarks.evaluate [--tiny] [--frames 16] [--size 256] [--repeats 3]
-                                [--parts frames,clips,flows,cpbd,faces] [--json out.json]
+                                [--parts frames,clips,flows,cpbd,faces,text] [--json out.json]
 
---tiny: 9 frames of 128x128, Inception at 75, RAFT-small with 2 updates, a small IResNet (checks
+--tiny: 9 frames of 128x128, Inception at 75, RAFT-small with 2 updates, a small IResNet and CLIP (checks
 that the benchmark runs). Every part first checks that both sides compute the same values.
 """
 import argparse
@@ -34,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-PARTS = ("frames", "clips", "flows", "cpbd", "faces")
+PARTS = ("frames", "clips", "flows", "cpbd", "faces", "text")
 
 
 def _video_pair(frames, size, seed=0):
@@ -236,6 +240,54 @@ def faces_part(frames, tiny, tmp):
   return {"pytorch": reference, "jax": lambda: apply(variables, x)}
 
 
+def text_part(g, tiny, tmp):
+  import torch
+  import transformers
+  from conversion import clip as clip_conversion
+  from sem_repa_jax.eval.suite import text_function
+  from sem_repa_jax.eval.text_score import clip_pixels
+  from sem_repa_jax.models import load_pretrained
+  from tests.parity import round_trip
+
+  if tiny:
+    from tests.models.test_clip_text import TEXT, VISION
+    config = transformers.CLIPConfig(text_config=dict(TEXT, eos_token_id=2), vision_config=VISION,
+                                     projection_dim=12)
+  else:   # openai/clip-vit-large-patch14
+    config = transformers.CLIPConfig(
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                         num_hidden_layers=12, projection_dim=768, eos_token_id=2),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16,
+                           num_hidden_layers=24, patch_size=14, image_size=224,
+                           projection_dim=768),
+        projection_dim=768)
+  torch.manual_seed(5)
+  model = transformers.CLIPModel(config).eval()
+  _, dst = round_trip(model, clip_conversion.KIND, os.path.join(tmp, "clip"))
+  module, variables = load_pretrained(dst)
+  networks = {"text_score": (module, variables)}
+  fn = text_function(networks)
+  pixels = clip_pixels(g, config.vision_config.image_size)
+  length = config.text_config.max_position_embeddings
+  rng = np.random.default_rng(6)
+  ids = np.full((1, length), 2 if tiny else 49407, np.int32)   # padded with the end of text
+  ids[0, :9] = rng.integers(3, config.text_config.vocab_size - 2, 9)
+  ids[0, 0], ids[0, 9] = config.text_config.bos_token_id, config.text_config.vocab_size - 1
+  mask = np.zeros((1, length), bool)
+  mask[0, :10] = True
+
+  @torch.no_grad()
+  def reference():
+    image = model.get_image_features(pixel_values=_nchw(pixels)).pooler_output
+    text = model.get_text_features(input_ids=torch.from_numpy(ids).long(),
+                                   attention_mask=torch.from_numpy(mask).long()).pooler_output
+    return torch.nn.functional.cosine_similarity(image, text, dim=-1).numpy()
+
+  v = {"text_score": variables}
+  np.testing.assert_allclose(np.asarray(fn(v, pixels, ids, mask)), reference(), atol=1e-4)
+  return {"pytorch": reference, "jax": lambda: fn(v, pixels, ids, mask)}
+
+
 def main(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--tiny", action="store_true")
@@ -262,7 +314,8 @@ def main(argv=None):
              "clips": lambda: clips_part(g, r, tmp),
              "flows": lambda: flows_part(g, r, inception_size, args.tiny, tmp),
              "cpbd": lambda: cpbd_part(g),
-             "faces": lambda: faces_part(frames, args.tiny, tmp)}[part]()
+             "faces": lambda: faces_part(frames, args.tiny, tmp),
+             "text": lambda: text_part(g, args.tiny, tmp)}[part]()
       results[part] = alternate(fns, repeats=args.repeats)
       title = f"{part}: one video pair of {frames} frames {size}x{size}"
       lines.append(table(results[part], baseline="pytorch", title=title))
