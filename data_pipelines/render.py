@@ -114,6 +114,7 @@ class Frame:
   rgb: np.ndarray      # (H, W, 3) float32 in [0, 1]
   depth: np.ndarray    # (H, W) float32 z-depth
   prim: np.ndarray     # (H, W) int16: -1 background, else primitive index
+  normal: np.ndarray = None   # (H, W, 3) float32 unit camera-space normals of the figure, 0 elsewhere
 
 
 def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
@@ -145,8 +146,10 @@ def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
       fn = wall_fn if rows.start == 0 else floor_fn
       rgb[rows] = fn(pts).reshape(n, w, 3)
   prim = np.full((h, w), -1, np.int16)
+  normal = np.zeros((h, w, 3), np.float32)
 
   def composite(pid, box, t, color_fn):
+    """color_fn(selected pixels) -> (colors (N, 3), unit normals (N, 3))."""
     y0, y1, x0, x1 = box
     z = t.reshape(y1 - y0, x1 - x0)             # rd_z = 1: t is z-depth
     win = z < depth[y0:y1, x0:x1]
@@ -154,7 +157,7 @@ def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
       return
     depth[y0:y1, x0:x1][win] = z[win]
     prim[y0:y1, x0:x1][win] = pid
-    rgb[y0:y1, x0:x1][win] = color_fn(win.reshape(-1))
+    rgb[y0:y1, x0:x1][win], normal[y0:y1, x0:x1][win] = color_fn(win.reshape(-1))
 
   for i, (pa, pb, r, color) in enumerate(capsules):
     box = _bbox(cam, np.stack([pa, pb]), r)
@@ -168,7 +171,7 @@ def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
       p = d[sel] * t[sel, None]
       n = _capsule_normal(p, pa, pb)
       shade = 0.45 + 0.55 * np.clip(n @ light, 0, 1)
-      return np.asarray(color, np.float32)[None] * shade[:, None]
+      return np.asarray(color, np.float32)[None] * shade[:, None], n
     composite(i, box, t, color_fn)
 
   for j, (center, rot, radii, shade_fn) in enumerate(ellipsoids):
@@ -184,6 +187,6 @@ def render(cam: Camera, capsules, ellipsoids, background) -> Frame:
       n = (loc / radii) @ rot.T
       n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-9)
       shade = 0.45 + 0.55 * np.clip(n @ light, 0, 1)
-      return shade_fn(loc) * shade[:, None]
+      return shade_fn(loc) * shade[:, None], n
     composite(len(capsules) + j, box, t, color_fn)
-  return Frame(np.clip(rgb, 0, 1), depth, prim)
+  return Frame(np.clip(rgb, 0, 1), depth, prim, normal)

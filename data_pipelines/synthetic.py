@@ -199,6 +199,7 @@ class Clip:
   head_id: int             # primitive id of the head in `prim`
   camera: render.Camera = None
   scenes: list = None      # per frame (capsules, ellipsoids, background) when keep_scenes
+  normal: np.ndarray = None  # (F, H, W, 3) float32 unit camera-space normals of the figure, else 0
 
 
 def _clip_motion(seed, num_frames, height, width, fps, identity_seed, motion, motion_variation):
@@ -279,7 +280,7 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     return tiles[((np.floor(p[:, 0] / 0.5) + np.floor(p[:, 2] / 0.5)) % 2).astype(np.int64)]
 
   shade, ring = _face_shader(body), _head_points()
-  out = {k: [] for k in ("rgb", "depth", "prim", "box", "present", "kp", "scene")}
+  out = {k: [] for k in ("rgb", "depth", "prim", "normal", "box", "present", "kp", "scene")}
   bones = [("neck", "pelvis", body["torso_r"], "shirt"), ("r_shoulder", "l_shoulder", body["arm_r"] * 1.3, "shirt"),
            ("r_shoulder", "r_elbow", body["arm_r"], "shirt"), ("l_shoulder", "l_elbow", body["arm_r"], "shirt"),
            ("r_elbow", "r_wrist", body["arm_r"] * 0.85, "skin"), ("l_elbow", "l_wrist", body["arm_r"] * 0.85, "skin"),
@@ -302,6 +303,7 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
     present = bool(facing and (fr.prim == len(caps)).sum() >= 4)
     kp = _keypoints(j, to_cam, head_c, rot_cam, radii, cam)
     out["rgb"].append(fr.rgb), out["depth"].append(fr.depth), out["prim"].append(fr.prim)
+    out["normal"].append(fr.normal)
     out["box"].append(box), out["present"].append(present), out["kp"].append(kp)
   prim = np.stack(out["prim"])
   caption = _caption_from_meta({"motion": motion})
@@ -310,7 +312,8 @@ def render_clip(seed: int, num_frames: int, height: int, width: int, fps: float 
               face_box=np.stack(out["box"]), face_present=np.array(out["present"]),
               keypoints=np.stack(out["kp"]).astype(np.float32), prim=prim,
               identity=ident.vector, motion=motion, caption=caption, head_id=len(bones),
-              camera=cam, scenes=out["scene"] if keep_scenes else None)
+              camera=cam, scenes=out["scene"] if keep_scenes else None,
+              normal=np.stack(out["normal"]).astype(np.float32))
 
 
 def write_dataset(root: str, num_clips: int, num_frames: int, height: int, width: int,
@@ -391,13 +394,16 @@ def clip_plans(num_clips, seed, num_identities=None, vertical_fraction=0.25, hei
 def write_official_dataset(root: str, num_clips: int, num_frames: int, height: int, width: int,
                            fps: float = 8.0, seed: int = 0, num_identities: int | None = None,
                            vertical_fraction: float = 0.25, progress=None,
-                           motion_variation: float = 1.0, ref_short=None) -> list[str]:
+                           motion_variation: float = 1.0, ref_short=None,
+                           dense: bool = False) -> list[str]:
   """Renders the clips `write_dataset` renders (same ids, seeds and sizes) into the official
   StableAnimator layout (official_layout.py): ROOT/{rec,vec}/<id>/images/frame_<i>.png (portrait
   clips under vec/), faces/ (the face boxes filled, 0/255, all 255 where the face is not
   present), poses/ (skeletons of the exact keypoints, poses/draw.py; `ref_short` its canvas,
-  None: the frame size). Returns the official clip ids (`<rec|vec>_<id>`); complete clips are kept.
+  None: the frame size), and with `dense` VividPose's dense/ (the figure's normal map,
+  dense_maps.py). Returns the official clip ids (`<rec|vec>_<id>`); complete clips are kept.
   """
+  from data_pipelines.dense_maps import normal_map
   from data_pipelines import video
   from data_pipelines.faces import box_masks
   from data_pipelines.poses import annotate as poses_annotate
@@ -407,7 +413,7 @@ def write_official_dataset(root: str, num_clips: int, num_frames: int, height: i
     sub = "vec" if plan.vertical else "rec"
     folder = os.path.join(root, sub, plan.clip_id)
     ids.append(f"{sub}_{plan.clip_id}")
-    dirs = {k: os.path.join(folder, k) for k in ("images", "faces", "poses")}
+    dirs = {k: os.path.join(folder, k) for k in ("images", "faces", "poses") + ("dense",) * dense}
     if all(os.path.isdir(d) and len(os.listdir(d)) == num_frames for d in dirs.values()):
       continue
     c = plan.render(num_frames, fps, motion_variation)
@@ -423,6 +429,8 @@ def write_official_dataset(root: str, num_clips: int, num_frames: int, height: i
                         np.repeat(masks[i, :, :, None].astype(np.uint8) * 255, 3, -1))
       video.write_image(os.path.join(dirs["poses"], name), skeletons[i])
       video.write_image(os.path.join(dirs["images"], name), c.rgb[i])
+      if dense:
+        video.write_image(os.path.join(dirs["dense"], name), normal_map(c.normal[i]))
   return ids
 
 

@@ -140,3 +140,49 @@ def test_written_clips_decode_to_the_rendered_frames(tmp_path):
   yuv = np.stack([av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")
                   .to_ndarray(format="rgb24") for f in rgb])
   np.testing.assert_array_equal(video.read_frames(entry.path), yuv)
+
+
+def test_normals_are_the_surfaces_of_the_rendered_primitives(clip):
+  # Every figure pixel's normal is unit and faces the camera; stepping back from the visible
+  # point along it by a capsule's radius lands on that capsule's axis segment.
+  cam, (caps, _, _) = clip.camera, clip.scenes[0]
+  n, prim, depth = clip.normal[0], clip.prim[0], clip.depth[0]
+  hit = prim >= 0
+  assert hit.any() and np.all(n[~hit] == 0)
+  np.testing.assert_allclose(np.linalg.norm(n[hit], axis=-1), 1.0, atol=1e-5)
+  rays = cam.grid()
+  assert np.all(np.sum(n[hit] * rays[hit], -1) < 1e-4)
+  points = rays * depth[..., None]
+  for i, (pa, pb, r, _) in enumerate(caps):
+    sel = prim == i
+    if not sel.any():
+      continue
+    axis = points[sel] - r * n[sel]
+    ba = pb - pa
+    s = np.clip(((axis - pa) @ ba) / (ba @ ba), 0, 1)
+    np.testing.assert_allclose(axis, pa + s[:, None] * ba, atol=1e-4 * float(np.abs(pa).max()))
+
+
+def test_dense_maps_pose_the_reference_body_with_the_driving_motion():
+  from data_pipelines.dense_maps import dense_maps, normal_map
+  driving = synthetic.render_clip(seed=7, num_frames=3, height=64, width=48, identity_seed=7)
+  own = dense_maps(7, 7, 3, 64, 48)
+  np.testing.assert_array_equal(own, normal_map(driving.normal))
+  np.testing.assert_array_equal(own.any(-1), driving.prim >= 0)    # black exactly off the figure
+  other = dense_maps(7, 3, 3, 64, 48)        # another body, same motion draws
+  assert other.shape == own.shape and (other.any(-1) != own.any(-1)).mean() > 0.005
+  with pytest.raises(ValueError, match=r"expected \(..., H, W, 3\) normals"):
+    normal_map(np.zeros((4, 4)))
+
+
+def test_official_layout_with_dense_maps(tmp_path):
+  from data_pipelines import video
+  from data_pipelines.dense_maps import normal_map
+  ids = synthetic.write_official_dataset(str(tmp_path), num_clips=1, num_frames=2, height=32,
+                                         width=48, seed=3, vertical_fraction=0.0, dense=True)
+  folder = tmp_path / "rec" / ids[0].split("_", 1)[1]
+  assert sorted(os.listdir(folder)) == ["dense", "faces", "images", "poses"]
+  plan = next(synthetic.clip_plans(1, 3, None, 0.0, 32, 48))
+  want = normal_map(plan.render(2, 8.0, 1.0).normal)
+  for i in range(2):
+    np.testing.assert_array_equal(video.read_image(str(folder / "dense" / f"frame_{i}.png")), want[i])
