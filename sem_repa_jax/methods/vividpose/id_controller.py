@@ -6,7 +6,10 @@ The paper: "we map F_f through an MLP to the same dimension as c", c being SVD's
 token; the tokens then enter every cross-attention of the U-Net as the 'id' group of a decoupled
 cross-attention (models/svd: extra_context_tokens N, id_in_temporal, id_zero_init). The MLP's
 shape is not given; this is IP-Adapter-FaceID's MLPProjModel (512 -> 2 x 512 -> N x D, GELU,
-LayerNorm over D), with N = 1 ("the same dimension as c") by default.
+LayerNorm over D) with its 4 tokens. "The same dimension as c" is read as the token width D:
+one token would make the new cross-attention a softmax over a single key (weight 1 whatever the
+query), so its to_k_id would never get a gradient and the branch would add one vector to every
+pixel alike.
 """
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +28,7 @@ class IDControllerConfig:
   id_embeddings_dim: int = 512       # ArcFace
   hidden_dim: int = 1024
   cross_attention_dim: int = 1024    # the U-Net's context width (CLIP image embedding)
-  num_tokens: int = 1
+  num_tokens: int = 4
 
   def __post_init__(self):
     bad = [k for k in ("id_embeddings_dim", "hidden_dim", "cross_attention_dim", "num_tokens")

@@ -37,7 +37,7 @@ from sem_repa_jax.models.svd.unet import UNetSpatioTemporal, UNetSpatioTemporalC
 MODULES = ("unet", "pose_controller", "id_controller")
 
 
-def vividpose_unet(base: UNetSpatioTemporalConfig, id_tokens: int = 1) -> UNetSpatioTemporalConfig:
+def vividpose_unet(base: UNetSpatioTemporalConfig, id_tokens: int = 4) -> UNetSpatioTemporalConfig:
   """An SVD U-Net config with VividPose's ID branch: N extra context tokens in every spatial and
   temporal cross-attention, their to_v_id starting at zero."""
   return dataclasses.replace(base, extra_context_tokens=id_tokens, id_alignment="none",
