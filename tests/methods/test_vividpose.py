@@ -17,9 +17,10 @@ import pytest
 from flax import traverse_util
 
 from sem_repa_jax.methods.vividpose.model import (PRESETS, VividPose, build_models,
-                                                  example_inputs)
+                                                  example_inputs, load_vividpose)
 from sem_repa_jax.methods.vividpose.pose_controller import PoseControllerConfig
 from sem_repa_jax.methods.vividpose.reference import check_reference_net, reference_net_features
+from sem_repa_jax.models import save_pretrained
 from sem_repa_jax.models.sd import unet_config as sd_config
 from sem_repa_jax.models.svd.transformer_temporal import ATTN1_INPUT, INTERMEDIATES
 from sem_repa_jax.models.svd.unet import UNetSpatioTemporal, spatial_block_paths
@@ -252,3 +253,22 @@ def test_presets_and_remat():
   jaxpr = str(jax.make_jaxpr(lambda p: model.apply(p, **inp))(params))
   # 8 spatio-temporal ResNets + 4 transformers of the U-Net, and the two pose encoders
   assert jaxpr.count("= remat2[") == 8 + 4 + 2
+
+
+def test_parts_save_and_load_by_kind(setup, tmp_path):
+  """The three parts as folders of their kinds (svd-unet, vividpose-pose-controller,
+  vividpose-id-controller) load back into the same model and variables."""
+  model, variables, *_ = setup
+  parts = (("unet", "svd-unet", dict(config=dataclasses.asdict(CFG.unet))),
+           ("pose_controller", "vividpose-pose-controller",
+            dict(config=dataclasses.asdict(CFG.pose_controller))),
+           ("id_controller", "vividpose-id-controller",
+            dict(config=dataclasses.asdict(CFG.id_controller))))
+  for name, kind, kwargs in parts:
+    save_pretrained(str(tmp_path / name), kind=kind, module_kwargs=kwargs,
+                    variables={"params": variables["params"][name]})
+  loaded, loaded_vars = load_vividpose(*(str(tmp_path / name) for name, _, _ in parts))
+  assert (loaded.unet_config, loaded.pose_controller_config, loaded.id_controller_config) == \
+      (model.unet_config, model.pose_controller_config, model.id_controller_config)
+  same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), loaded_vars, variables)
+  assert all(jax.tree_util.tree_leaves(same))
