@@ -25,6 +25,8 @@ FACTORIES = {
     "face-encoder": "sem_repa_jax.methods.stableanimator.face_encoder:build",
     "sd-unet": "sem_repa_jax.models.sd.unet:build",
     "pose-aligner": "sem_repa_jax.methods.pose_alignment.aligner:build",
+    "vividpose-pose-controller": "sem_repa_jax.methods.vividpose.pose_controller:build",
+    "vividpose-id-controller": "sem_repa_jax.methods.vividpose.id_controller:build",
 }
 
 FORMER_FACTORIES = {

@@ -7,6 +7,8 @@ built in (design.md: no processor swapping at run time):
   the outputs are added, attn(q, k, v) + sum_g scale_g * attn(q, k_g, v_g), before to_out; with
   extra_alignment 'distribution' each group's output is first given the mean and standard
   deviation of the main output (`align_distribution`, StableAnimator's distribution-aware adapter);
+  with extra_zero_init each to_v_g starts at zero, so a new group adds exactly 0 (VividPose's ID
+  branch: the layer equals the one without the group until training moves to_v_g);
 - reference tokens (VividPose's ReferenceNet): hidden states joined to the key/value input and
   projected by this layer's own to_k / to_v, so the spatial self-attention also sees the reference;
 - injected k/v: keys and values already projected, (B, L', heads, head_dim), concatenated to the
@@ -70,13 +72,14 @@ class Attention(nn.Module):
   qk_norm_eps: float = 1e-6
   extra_groups: Sequence[str] = ()
   extra_alignment: str = "none"    # one of EXTRA_ALIGNMENTS
+  extra_zero_init: bool = False    # to_v_g initialized at zero (the group's output is 0 at init)
   implementation: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
-  def _proj(self, name, use_bias):
+  def _proj(self, name, use_bias, kernel_init=None):
     return dense((self.heads, self.head_dim), ("embed", "heads", "kv"), name, self.dtype,
-                 self.param_dtype, use_bias)
+                 self.param_dtype, use_bias, kernel_init=kernel_init)
 
   def _norm(self, name):
     if not self.qk_norm:
@@ -119,7 +122,9 @@ class Attention(nn.Module):
     for g in self.extra_groups:
       scale = extra_scale[g] if isinstance(extra_scale, Mapping) else extra_scale
       c = extra_context[g]
-      og = self._attend(q, self._proj(f"to_k_{g}", False)(c), self._proj(f"to_v_{g}", False)(c))
+      v_init = nn.initializers.zeros if self.extra_zero_init else None
+      og = self._attend(q, self._proj(f"to_k_{g}", False)(c),
+                        self._proj(f"to_v_{g}", False, v_init)(c))
       if self.extra_alignment == "distribution":
         og = align_distribution(og, main)
       o = o + jnp.asarray(scale, o.dtype) * og

@@ -40,14 +40,15 @@ class Projection(nn.Module):
 
 def dense(features: Union[int, Sequence[int]], axes: Sequence[Optional[str]], name: str,
           dtype: Any, param_dtype: Any, use_bias: bool = True,
-          axis: Union[int, Sequence[int]] = -1) -> Projection:
+          axis: Union[int, Sequence[int]] = -1,
+          kernel_init: Optional[Callable] = None) -> Projection:
   """A Projection contracting the trailing `axis` (int, or a tuple of trailing negative axes) with
   logical axis names on the kernel (axes) and bias (their output part); lecun-normal (truncated)
-  initialization over the contracted axes."""
+  initialization over the contracted axes unless kernel_init is given."""
   features = (features,) if isinstance(features, int) else tuple(features)
   n_in = 1 if isinstance(axis, int) else len(axis)
-  init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                          in_axis=tuple(range(n_in)),
-                                          out_axis=tuple(range(n_in, n_in + len(features))))
+  init = kernel_init or nn.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+      out_axis=tuple(range(n_in, n_in + len(features))))
   return Projection(features, tuple(axes), n_in, tuple(axes)[n_in:] if use_bias else None,
                     kernel_init=init, dtype=dtype, param_dtype=param_dtype, name=name)

@@ -31,7 +31,7 @@ from sem_repa_jax.models.sd.unet_blocks import DownBlock2D, MidBlock2D, UpBlock2
 from sem_repa_jax.models.sd.unet_config import (DOWN_BLOCKS, PRESETS, UP_BLOCKS,  # noqa: F401
                                                 UNet2DConditionConfig, config_from_diffusers)
 from sem_repa_jax.models.svd.transformer_temporal import ATTN1_INPUT, INTERMEDIATES
-from sem_repa_jax.models.svd.unet_blocks import through_levels
+from sem_repa_jax.models.svd.unet_blocks import through_levels, transformer_block_paths
 from sem_repa_jax.nn.convs import IMAGE_AXES, Conv2D
 from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
 from sem_repa_jax.nn.norms import GroupNorm
@@ -95,21 +95,15 @@ class UNet2DConditionModel(nn.Module):
 
 def reference_feature_names(config: UNet2DConditionConfig) -> tuple:
   """diffusers' module path of every BasicTransformerBlock, in the order the forward runs them."""
-  n, names = len(config.block_out_channels), []
+  return tuple(path for path, _ in reference_feature_paths(config))
 
-  def blocks(prefix, attentions, layers):
-    names.extend(f"{prefix}.attentions.{a}.transformer_blocks.{t}"
-                 for a in range(attentions) for t in range(layers))
-  for i, kind in enumerate(config.down_block_types):
-    if kind == DOWN_BLOCKS[0]:
-      blocks(f"down_blocks.{i}", config.layers_per_block[i],
-             config.transformer_layers_per_block[i])
-  blocks("mid_block", 1, config.transformer_layers_per_block[-1])
-  for i, kind in enumerate(config.up_block_types):
-    if kind == UP_BLOCKS[0]:
-      blocks(f"up_blocks.{i}", config.layers_per_block[n - 1 - i] + 1,
-             config.transformer_layers_per_block[n - 1 - i])
-  return tuple(names)
+
+def reference_feature_paths(config: UNet2DConditionConfig) -> tuple:
+  """(path, width) of every BasicTransformerBlock in forward order (the features' channels)."""
+  return transformer_block_paths([k == DOWN_BLOCKS[0] for k in config.down_block_types],
+                                 [k == UP_BLOCKS[0] for k in config.up_block_types],
+                                 config.layers_per_block, config.transformer_layers_per_block,
+                                 config.block_out_channels)
 
 
 def _diffusers_name(flax_path: str) -> str:

@@ -15,6 +15,12 @@ main output's mean and std, nn.attention_layers.align_distribution). The tempora
 cross-attention sees the main tokens only (all of them when N = 0, as diffusers).
 The spatial BasicTransformerBlock (also the SD U-Net's, models/sd) sows its self-attention's input
 norm1(x) into the 'intermediates' collection: what a ReferenceNet hands over (VividPose).
+
+VividPose's hooks, all off by default: `reference` (one (B, L, C) or per-frame (B, F, L, C) token
+set per layer) joins the keys/values of each spatial self-attention (attn1, through its own to_k /
+to_v: reference attention, the same reference for every frame of a video when (B, L, C));
+`id_in_temporal` gives the temporal cross-attentions the 'id' group too (the paper adds its ID
+cross-attention "for each cross-attention layer"); `id_zero_init` starts every to_v_id at zero.
 """
 from typing import Any, Optional
 
@@ -66,17 +72,19 @@ class BasicTransformerBlock(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   extra_alignment: str = "none"
+  extra_zero_init: bool = False
 
   def _attention(self, name, extra_groups=()):
     return Attention(self.heads, self.head_dim, extra_groups=extra_groups,
                      extra_alignment=self.extra_alignment if extra_groups else "none",
-                     implementation=self.attention, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name=name)
+                     extra_zero_init=self.extra_zero_init, implementation=self.attention,
+                     dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
-  def _attend_and_feed(self, x, context, extra_context):
-    """-> (x, the self-attention's input norm1(x))."""
+  def _attend_and_feed(self, x, context, extra_context, reference=None):
+    """-> (x, the self-attention's input norm1(x)); reference (N, L', D) joins attn1's keys."""
     h = _layer_norm(self, "norm1")(x)
-    x = x + self._attention("attn1")(h)
+    ref = None if reference is None else reference.astype(h.dtype)
+    x = x + self._attention("attn1")(h, reference=ref)
     x = x + self._attention("attn2", self.extra_groups)(_layer_norm(self, "norm2")(x), context,
                                                         extra_context=extra_context)
     x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
@@ -84,8 +92,8 @@ class BasicTransformerBlock(nn.Module):
     return nn.with_logical_constraint(x, TOKEN_AXES), h
 
   @nn.compact
-  def __call__(self, x, context, extra_context=None):
-    x, h = self._attend_and_feed(x, context, extra_context)
+  def __call__(self, x, context, extra_context=None, reference=None):
+    x, h = self._attend_and_feed(x, context, extra_context, reference)
     # What a ReferenceNet hands to the denoiser's spatial self-attention (VividPose, models/sd):
     # kept only when the caller makes the collection mutable, a no-op otherwise.
     self.sow(INTERMEDIATES, ATTN1_INPUT, h)
@@ -100,12 +108,12 @@ class TemporalBasicTransformerBlock(BasicTransformerBlock):
   def __call__(self, x, context, extra_context=None):
     x = x + GEGLUFeedForward(4 * x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype,
                              name="ff_in")(_layer_norm(self, "norm_in")(x))
-    return self._attend_and_feed(x, context, None)[0]
+    return self._attend_and_feed(x, context, extra_context)[0]
 
 
 class TransformerSpatioTemporalModel(nn.Module):
-  """`(x (B, F, H, W, C), context (B, T, D_ctx), image_only_indicator (B, F))
-  -> (B, F, H, W, C)`."""
+  """`(x (B, F, H, W, C), context (B, T, D_ctx), image_only_indicator (B, F), reference=None
+  (per layer: (B, L, C) or (B, F, L, C))) -> (B, F, H, W, C)`."""
   heads: int
   num_layers: int = 1
   extra_context_tokens: int = 0
@@ -113,12 +121,25 @@ class TransformerSpatioTemporalModel(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   id_alignment: str = "none"       # nn.attention_layers.EXTRA_ALIGNMENTS
+  id_in_temporal: bool = False
+  id_zero_init: bool = False
+
+  def _frames_reference(self, reference, b, f):
+    """Per layer (B, L, C) -> every frame's (B*F, L, C) (frames fold into the batch), or
+    (B, F, L, C) -> (B*F, L, C)."""
+    if reference is None:
+      return (None,) * self.num_layers
+    if len(reference) != self.num_layers:
+      raise ValueError(f"{len(reference)} reference token sets for {self.num_layers} layers")
+    return tuple(jnp.repeat(r, f, axis=0) if r.ndim == 3 else r.reshape(b * f, *r.shape[2:])
+                 for r in reference)
 
   @nn.compact
-  def __call__(self, x, context, image_only_indicator):
+  def __call__(self, x, context, image_only_indicator, reference=None):
     b, f, h, w, c = x.shape
     if c % self.heads:
       raise ValueError(f"{c} channels do not split into {self.heads} attention heads")
+    reference = self._frames_reference(reference, b, f)
     n_extra = self.extra_context_tokens
     if context.shape[1] <= n_extra:
       raise ValueError(f"context of {context.shape[1]} tokens: this model takes its last "
@@ -130,6 +151,9 @@ class TransformerSpatioTemporalModel(nn.Module):
         if n_extra else None
     temporal_ctx = jnp.repeat(main, h * w, axis=0)
     groups = (EXTRA_GROUP,) if n_extra else ()
+    temporal_groups = groups if self.id_in_temporal else ()
+    temporal_extra = {EXTRA_GROUP: jnp.repeat(context[:, -n_extra:].astype(self.dtype), h * w,
+                                              axis=0)} if temporal_groups else None
 
     y = GroupNorm(32, 1e-6, per_frame=True, dtype=self.dtype, param_dtype=self.param_dtype,
                   name="norm")(x)
@@ -143,14 +167,16 @@ class TransformerSpatioTemporalModel(nn.Module):
                          name="time_mixer")
     for i in range(self.num_layers):
       y = BasicTransformerBlock(self.heads, c // self.heads, groups, self.attention, self.dtype,
-                                self.param_dtype, self.id_alignment,
+                                self.param_dtype, self.id_alignment, self.id_zero_init,
                                 name=f"transformer_blocks_{i}")(
-          y, spatial_ctx, extra)
+          y, spatial_ctx, extra, reference[i])
       m = y.reshape(b, f, h * w, c) + frame_pos[None, :, None, :]
       m = m.transpose(0, 2, 1, 3).reshape(b * h * w, f, c)
-      m = TemporalBasicTransformerBlock(self.heads, c // self.heads, (), self.attention,
-                                        self.dtype, self.param_dtype,
-                                        name=f"temporal_transformer_blocks_{i}")(m, temporal_ctx)
+      m = TemporalBasicTransformerBlock(self.heads, c // self.heads, temporal_groups,
+                                        self.attention, self.dtype, self.param_dtype,
+                                        extra_zero_init=self.id_zero_init,
+                                        name=f"temporal_transformer_blocks_{i}")(
+          m, temporal_ctx, temporal_extra)
       m = m.reshape(b, h * w, f, c).transpose(0, 2, 1, 3)
       y = mixer(y.reshape(b, f, h * w, c), m, image_only_indicator).reshape(b * f, h * w, c)
     y = dense(c, ("embed", None), "proj_out", self.dtype, self.param_dtype)(y)

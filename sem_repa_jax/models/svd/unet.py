@@ -14,7 +14,14 @@ and `extra_context_tokens` N > 0 makes the last N context tokens the 'id' group 
 cross-attention, projected by its own to_k_id / to_v_id (transformer_temporal.py); `id_alignment`
 'distribution' aligns that group's output per frame to the main one's mean and std first
 (StableAnimator's distribution-aware ID adapter).
+
+VividPose's hooks, absent by default too: `reference_features` (one token set per spatial
+transformer block, in `spatial_block_paths(config)` order: a ReferenceNet's features, (B, L, C)
+for every frame alike or (B, F, L, C) per frame) join the keys/values of each spatial
+self-attention; `id_in_temporal` adds the 'id' group to the temporal cross-attentions too and
+`id_zero_init` starts every to_v_id at zero (the ID branch adds exactly 0 until trained).
 """
+import re
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -24,7 +31,8 @@ import jax.numpy as jnp
 
 from sem_repa_jax.models.config_fields import (check_attention_and_remat, from_fields,
                                               unet_block_problems)
-from sem_repa_jax.models.svd.unet_blocks import DownBlock, MidBlock, UpBlock, through_levels
+from sem_repa_jax.models.svd.unet_blocks import (DownBlock, MidBlock, UpBlock, through_levels,
+                                                 transformer_block_paths)
 from sem_repa_jax.nn.attention_layers import EXTRA_ALIGNMENTS
 from sem_repa_jax.nn.convs import VIDEO_AXES, Conv2D
 from sem_repa_jax.nn.embeddings import TimestepEmbedding, get_timestep_embedding
@@ -35,6 +43,7 @@ UP_BLOCKS = ("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal")
 _PER_BLOCK = ("layers_per_block", "cross_attention_dim", "transformer_layers_per_block",
               "num_attention_heads")
 NORM_GROUPS = 32   # every GroupNorm of the model (fixed in diffusers)
+OWN_FIELDS = ("extra_context_tokens", "id_alignment", "id_in_temporal", "id_zero_init")
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class UNetSpatioTemporalConfig:
   num_frames: int = 25        # recorded by diffusers; the forward takes any frame count
   extra_context_tokens: int = 0   # not diffusers': StableAnimator's face tokens
   id_alignment: str = "none"      # not diffusers': 'distribution' is StableAnimator's ID adapter
+  id_in_temporal: bool = False    # not diffusers': VividPose's ID group in temporal attn2 too
+  id_zero_init: bool = False      # not diffusers': to_v_id starts at zero (VividPose)
 
   def __post_init__(self):
     problems = unet_block_problems(self, _PER_BLOCK, {"down_block_types": DOWN_BLOCKS,
@@ -77,6 +88,8 @@ class UNetSpatioTemporalConfig:
     elif self.id_alignment != "none" and self.extra_context_tokens == 0:
       problems.append(f"id_alignment {self.id_alignment!r} aligns the extra context tokens' "
                       "branch: it needs extra_context_tokens > 0")
+    if self.id_in_temporal and self.extra_context_tokens == 0:
+      problems.append("id_in_temporal needs extra_context_tokens > 0 (the 'id' group)")
     if problems:
       raise ValueError("SVD U-Net config not supported: " + "; ".join(problems))
 
@@ -95,13 +108,13 @@ PRESETS = {
 def config_from_diffusers(cfg: dict, **overrides) -> UNetSpatioTemporalConfig:
   """A diffusers unet config.json dict (keys starting with '_' are metadata) -> the config;
   unknown keys are an error. overrides: this port's own fields (extra_context_tokens,
-  id_alignment)."""
+  id_alignment, id_in_temporal, id_zero_init)."""
   name = cfg.get("_class_name", "UNetSpatioTemporalConditionModel")
   if name != "UNetSpatioTemporalConditionModel":
     raise ValueError(f"_class_name {name!r}, expected 'UNetSpatioTemporalConditionModel' (the "
                      "unet/ folder of a Stable Video Diffusion repository)")
   values = {k: v for k, v in cfg.items() if not k.startswith("_")}
-  for own in ("extra_context_tokens", "id_alignment"):
+  for own in OWN_FIELDS:
     if own in values:
       raise ValueError(f"{own} is not a diffusers key; pass it as an override")
   return from_fields(UNetSpatioTemporalConfig, {**values, **overrides}, "diffusers SVD U-Net")
@@ -109,8 +122,8 @@ def config_from_diffusers(cfg: dict, **overrides) -> UNetSpatioTemporalConfig:
 
 class UNetSpatioTemporal(nn.Module):
   """apply(v, sample (B,F,h,w,in), timestep (B,) EDM c_noise, encoder_hidden_states (B,T,D),
-  added_time_ids (B,3), pose_features=None (B,F,h,w,C0), image_only_indicator=None (B,F))
-  -> (B,F,h,w,out)."""
+  added_time_ids (B,3), pose_features=None (B,F,h,w,C0), image_only_indicator=None (B,F),
+  reference_features=None (per spatial block (B,L,C) or (B,F,L,C))) -> (B,F,h,w,out)."""
   config: UNetSpatioTemporalConfig
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -140,9 +153,11 @@ class UNetSpatioTemporal(nn.Module):
 
   @nn.compact
   def __call__(self, sample, timestep, encoder_hidden_states, added_time_ids, pose_features=None,
-               image_only_indicator=None):
+               image_only_indicator=None, reference_features=None):
     c = self.config
     self._check(sample, encoder_hidden_states, added_time_ids, pose_features)
+    reference = (None if reference_features is None else
+                 reference_by_block(c, reference_features, sample.shape[:2]))
     b, f = sample.shape[:2]
     c0 = c.block_out_channels[0]
     mlp = lambda name: TimestepEmbedding(4 * c0, dtype=self.dtype, param_dtype=self.param_dtype,
@@ -157,6 +172,7 @@ class UNetSpatioTemporal(nn.Module):
     indicator = (jnp.zeros((b, f), self.dtype) if image_only_indicator is None
                  else jnp.asarray(image_only_indicator))
     common = dict(extra_context_tokens=c.extra_context_tokens, id_alignment=c.id_alignment,
+                  id_in_temporal=c.id_in_temporal, id_zero_init=c.id_zero_init,
                   attention=self.attention,
                   remat_policy=self.remat_policy, dtype=self.dtype, param_dtype=self.param_dtype)
 
@@ -179,7 +195,7 @@ class UNetSpatioTemporal(nn.Module):
       up.append(UpBlock(c.block_out_channels[j], c.layers_per_block[j] + 1, kind == UP_BLOCKS[0],
                         c.num_attention_heads[j], c.transformer_layers_per_block[j], 1e-6,
                         i < n - 1, **common, name=f"up_blocks_{i}"))
-    x = through_levels(x, down, mid, up, c.layers_per_block, temb, context, indicator)
+    x = through_levels(x, down, mid, up, c.layers_per_block, temb, context, indicator, reference)
 
     x = GroupNorm(NORM_GROUPS, 1e-5, per_frame=True, dtype=jnp.float32,
                   param_dtype=self.param_dtype, name="conv_norm_out")(x)
@@ -187,6 +203,40 @@ class UNetSpatioTemporal(nn.Module):
     x = Conv2D(c.out_channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype,
                name="conv_out")(x)
     return nn.with_logical_constraint(x, VIDEO_AXES)
+
+
+def spatial_block_paths(config: UNetSpatioTemporalConfig) -> tuple:
+  """(diffusers path, width) of every spatial transformer block in forward order: where
+  reference_features[i] goes (the names models/sd's reference_feature_names gives an SD U-Net)."""
+  return transformer_block_paths([k == DOWN_BLOCKS[0] for k in config.down_block_types],
+                                 [k == UP_BLOCKS[0] for k in config.up_block_types],
+                                 config.layers_per_block, config.transformer_layers_per_block,
+                                 config.block_out_channels)
+
+
+_PATH = re.compile(r"(.+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)$")
+
+
+def reference_by_block(config: UNetSpatioTemporalConfig, features, batch_frames) -> dict:
+  """A flat sequence of reference tokens (spatial_block_paths order) -> {block: per attention,
+  per layer, tokens} (unet_blocks.through_levels), every shape checked against its block."""
+  paths = spatial_block_paths(config)
+  features = tuple(features)
+  if len(features) != len(paths):
+    raise ValueError(f"reference_features: {len(features)} token sets for the {len(paths)} "
+                     f"spatial transformer blocks of this U-Net ({paths[0][0]}, ...)")
+  b, f = batch_frames
+  nested = {}
+  for (path, width), r in zip(paths, features):
+    ok = (r.ndim == 3 and r.shape[0] == b) or (r.ndim == 4 and r.shape[:2] == (b, f))
+    if not ok or r.shape[-1] != width:
+      raise ValueError(f"reference_features for {path}: expected ({b}, L, {width}) or ({b}, {f}, "
+                       f"L, {width}), got {tuple(r.shape)}")
+    block, a, t = _PATH.match(path).groups()
+    nested.setdefault(block, {}).setdefault(int(a), {})[int(t)] = r
+  return {block: tuple(tuple(layers[t] for t in sorted(layers))
+                       for _, layers in sorted(attentions.items()))
+          for block, attentions in nested.items()}
 
 
 def example_inputs(config: UNetSpatioTemporalConfig, batch: int = 1, frames: int = 1):
