@@ -56,11 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.calibration_faces = 256     # training faces that set the frozen BN statistics at init
 
   c.train = ml_collections.ConfigDict()
-  c.train.num_steps = 1200
+  c.train.num_steps = 1000
   c.optimizer.learning_rate = 3e-3
   c.optimizer.schedule = "warmup_cosine"
   c.optimizer.warmup_steps = 100
-  c.optimizer.decay_steps = 1200
+  c.optimizer.decay_steps = 1000
   c.optimizer.end_lr_ratio = 0.01
   c.optimizer.weight_decay = 5e-4
 

@@ -10,6 +10,7 @@ them. At the end the recognizer alone is exported as <workdir>/export/face_recog
 > 0, measured on held-out identities (methods/face_recognition/verification.py):
 <workdir>/face_recognizer.json and face_recognizer.md.
 """
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from tqdm import tqdm
 
 from sem_repa_jax.methods.face_recognition import arcface_loss, verification
 from sem_repa_jax.models.config_fields import from_fields
@@ -42,9 +44,10 @@ def build_model(config) -> arcface_loss.ArcFaceTrainer:
                                      param_dtype=jnp.dtype(config.param_dtype))
 
 
-def _faces(config, split: str, progress=None) -> list:
+def _faces(config, split: str) -> list:
   """The rendered faces of `split` ('data' or 'eval' settings), from the workdir's cache."""
   from data_pipelines import face_crops
+  progress = functools.partial(tqdm, desc=f"render {split}") if config.progress_bar else None
   s = config[split]
   n = s.num_identities
   fields = (n, s.identity_seed, s.render_seed, s.clips_per_identity, s.num_frames,
@@ -117,8 +120,7 @@ def export(config, state) -> str:
                                    "dtype": str(jnp.dtype(config.dtype)),
                                    "param_dtype": str(jnp.dtype(config.param_dtype))},
                     variables=variables,
-                    source=f"{os.path.abspath(config.workdir)} step {int(state.step)} "
-                           f"(job train_face_recognizer)")
+                    source=f"job train_face_recognizer: {config.workdir}, step {int(state.step)}")
   return path
 
 

@@ -62,14 +62,19 @@ def arcface_loss(cosines, labels, scale: float, margin: float):
 
 
 def _bn_outputs(module, method):
-  """A jitted (variables, faces) -> {BN path: its output}, the BNs in the order they are called."""
+  """(a jitted (variables, faces) -> {BN path: its output}, the BN paths in the order the network
+  calls them (filled by the first call: jit returns dicts in key order, not in call order))."""
+  order = []
+
   def outputs(variables, faces):
     _, state = module.apply(variables, faces, method=method,
                             capture_intermediates=lambda m, _: isinstance(m, nn.BatchNorm),
                             mutable=["intermediates"])
     flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
-    return {k[:-len("/__call__")]: v[0] for k, v in flat.items()}
-  return jax.jit(outputs)
+    out = {k[:-len("/__call__")]: v[0] for k, v in flat.items()}
+    order[:] = list(out)
+    return out
+  return jax.jit(outputs), order
 
 
 def calibrate_batchnorm(module, variables, faces, method=None):
@@ -84,8 +89,8 @@ def calibrate_batchnorm(module, variables, faces, method=None):
   variables = jax.tree.map(np.asarray, variables)
   flat = traverse_util.flatten_dict(dict(variables["batch_stats"]), sep="/")
   eps = (module.backbone if hasattr(module, "backbone") else module).config.bn_eps
-  outputs = _bn_outputs(module, method)
-  order = list(outputs(variables, faces))
+  outputs, order = _bn_outputs(module, method)
+  outputs(variables, faces)
   missed = sorted({k.rsplit("/", 1)[0] for k in flat} - set(order))
   if missed:
     raise ValueError(f"calibrate_batchnorm: BatchNorms {missed} are not reached (inside scanned "
