@@ -8,7 +8,8 @@ input, the HJB face loss, the CSIM score), shipped as assets/face_recognizer (do
 The model is the project's IResNet (kind 'arcface', 112 x 112 inputs, as every ArcFace here), shrunk
 to one block per stage; trained with the ArcFace loss on face crops ('square', the path the ID
 metric takes) of synthetic clips at the demo's frame sizes, and measured on held-out identities:
-<workdir>/face_recognizer.json and face_recognizer.md.
+<workdir>/face_recognizer.json and face_recognizer.md. The defaults took 12.6 min wall (render
+~80 s, 1000 steps) on a shared 2-core machine.
 
 Identity seeds: training 100000 + k, held out 200000 + k (render seeds 5000000 + ..., 6000000 + ...);
 the demo and demo_pretrain draw theirs below 4000 (synthetic.clip_plans: 1000 * seed + k), the
