@@ -19,6 +19,8 @@ from configs import annotate, semrepa
 # The pretrained tiny backbone that stage 2 fine-tunes (configs/demo_pretrain.py made it).
 DEMO_BACKBONE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "assets", "demo_backbone")
+# The ArcFace stand-in for synthetic identities (configs/face_recognizer.py made it): the ID score.
+FACE_RECOGNIZER = os.path.join(os.path.dirname(DEMO_BACKBONE), "face_recognizer")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -52,6 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   # video at twice the cost: keep 1.0 unless the records carry T5 embeddings.
   c.demo.guidance_scale = 1.0
   c.demo.export_backbone = ""      # a path: also write stage 2's backbone there (demo_pretrain.py)
+  c.demo.face_recognizer = FACE_RECOGNIZER   # the id_score judge ("" leaves id_score out)
   # The annotation stages start from configs/annotate.py; the job sets data paths, sizes and the
   # codec from demo.* (so only the remaining fields, e.g. annotate.mask_stride, are yours to set).
   c.demo.annotate = annotate.get_config()

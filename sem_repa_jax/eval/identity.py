@@ -111,3 +111,21 @@ def video_identity_scores(names, module, variables, generated, reference, detect
   if "id_score" in names:
     out["id_score"] = id_score(emb[:n], parts[0][1], emb[-1])
   return out
+
+
+def id_score_at_boxes(module, variables, frames, boxes, present, reference, reference_box,
+                      crop: str = "square") -> IdentityScore:
+  """ID score of frames (N, H, W, 3) uint8 against the face of `reference` (H', W', 3) at
+  `reference_box`, the faces cut at given boxes (N, 4) xyxy where `present` (N,): for videos whose
+  face positions are known (the driving or real clip's track), e.g. synthetic ones, whose faces
+  are too small for a detector. crop: face_embed.CROPS ('square', the face recognizer's)."""
+  from sem_repa_jax.models.encoders.face_embed import crop_face, embed
+  frames, present = np.asarray(frames), np.asarray(present, bool)
+  if len(boxes) != len(frames) or len(present) != len(frames):
+    raise ValueError(f"id_score_at_boxes: {len(frames)} frames, {len(boxes)} boxes and "
+                     f"{len(present)} presence flags; expected one of each per frame")
+  crops = [crop_face(np.asarray(reference), reference_box, crop=crop)]
+  crops += [crop_face(f, b, crop=crop) if p else np.zeros_like(crops[0])
+            for f, b, p in zip(frames, boxes, present)]
+  emb = embed(module, variables, np.stack(crops))
+  return id_score(emb[1:], present, emb[0])

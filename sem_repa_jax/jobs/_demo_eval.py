@@ -5,7 +5,11 @@ Measures, on clips of identities never seen in training (docs/demo.md explains e
 - psnr, ssim: generated frames 1..F-1 against the real clip (frame 0 is the given image);
 - depth_rmse, id_cosine: the stage-1 modules as judges (methods/semrepa/judges.py). The synthetic
   face teacher IS the identity vector, so the IDM stands in for ArcFace as the identity judge.
-The teacher row applies SAM and IDM to the real clip's latents: the judges' own error.
+- id_score: SemanticREPA's ID score with the face recognizer trained on other synthetic
+  identities (config.demo.face_recognizer, assets/face_recognizer: the ArcFace stand-in): the
+  cosine of each frame's face with the given first frame's, faces cut at the real clip's boxes.
+The teacher row applies the judges to the real clip: their own error (for id_score, the real
+clip's own identity consistency).
 """
 import functools
 import json
@@ -119,9 +123,27 @@ def sample(config, cfgs) -> bool:
   return True
 
 
-def score(config, recs, latents, video, truth, judges, codec) -> tuple[dict, np.ndarray]:
-  """Mean metrics of one set of videos and SAM's depth visualization of them (uint8): PSNR and
-  SSIM of frames 1.. against the real clip (frame 0 is the given image), and the judges' scores."""
+def recognizer_id_score(recognizer, recs, video, truth) -> float:
+  """Mean over clips of the ID score of frames 1.. (eval/identity.id_score_at_boxes): each face
+  against the given first frame's face (truth frame 0), all cut at the real clip's face boxes, so
+  a figure that does not follow the real clip's motion is scored where its face should be."""
+  from sem_repa_jax.eval.identity import id_score_at_boxes
+  scores = []
+  for rec, v, t in zip(recs, to_uint8(video), to_uint8(truth)):
+    boxes, present = np.asarray(rec["face_boxes"]), np.asarray(rec["face_present"], bool)
+    if not present[0]:
+      continue
+    s = id_score_at_boxes(*recognizer, v[1:], boxes[1:], present[1:], t[0], boxes[0])
+    if s.count:
+      scores.append(s.score)
+  return float(np.mean(scores)) if scores else float("nan")
+
+
+def score(config, recs, latents, video, truth, judges, codec, recognizer=None
+          ) -> tuple[dict, np.ndarray]:
+  """Mean metrics of one set of videos (None: the real clip) and SAM's depth visualization of them
+  (uint8): PSNR and SSIM of frames 1.. against the real clip (frame 0 is the given image), the
+  judges' scores, and with a recognizer (module, variables) the ID score."""
   out = {}
   if video is not None:
     x, y = jnp.asarray(video[:, 1:]), jnp.asarray(truth[:, 1:])
@@ -133,6 +155,13 @@ def score(config, recs, latents, video, truth, judges, codec) -> tuple[dict, np.
       np.stack([r["face_embeds"] for r in recs]), np.stack([r["face_present"] for r in recs]),
       config.model.temporal_compression)
   out.update(judged)
+  if recognizer is not None:
+    s = recognizer_id_score(recognizer, recs, truth if video is None else video, truth)
+    if math.isfinite(s):
+      out["id_score"] = s
+    else:
+      logging.warning("demo evaluation: no held-out clip shows a face in its first frame and a "
+                      "later one; id_score left out")
   return out, depth_u8
 
 
@@ -147,17 +176,21 @@ def evaluate_and_report(config, cfgs, timings: dict) -> str:
   static_latents = np.asarray(codec.apply({}, jnp.asarray(static), method="encode")[0]) \
       * codec.scaling_factor
   judges = AlignmentJudges(os.path.join(config.workdir, "align", _semrepa.ALIGNMENT_DIRNAME))
+  recognizer = None
+  if config.demo.get("face_recognizer"):
+    from sem_repa_jax.models import load_pretrained
+    recognizer = load_pretrained(config.demo.face_recognizer)
   rows, depth_cols = {}, {}
   rows[TEACHER], depth_cols["SAM(real clip)"] = score(config, recs, truth_latents, None, truth,
-                                                      judges, codec)
+                                                      judges, codec, recognizer)
   videos = {}
   for name, label in MODELS:
     if f"latents_{name}" not in samples:
       continue
     videos[label] = samples[f"video_{name}"]
     rows[label], depth_cols[f"SAM({label} sample)"] = score(
-        config, recs, samples[f"latents_{name}"], videos[label], truth, judges, codec)
-  rows[STATIC], _ = score(config, recs, static_latents, static, truth, judges, codec)
+        config, recs, samples[f"latents_{name}"], videos[label], truth, judges, codec, recognizer)
+  rows[STATIC], _ = score(config, recs, static_latents, static, truth, judges, codec, recognizer)
   for r in rows.values():
     for k, v in r.items():
       if not math.isfinite(v):

@@ -93,7 +93,12 @@ read from the video vs the teacher depth of the real clip, as normalized nearnes
 id_cosine: IDM's identity of the video vs the teacher identity. The IDM stands in for ArcFace \
 (the synthetic face teacher is the identity vector itself). The "{TEACHER}" row applies SAM and \
 IDM to the real clip: their own error. A judge ranks videos only where that row is clearly the \
-best; with the demo's tiny modules and few identities it often is not (docs/demo.md).
+best; with the demo's tiny modules and few identities it often is not (docs/demo.md). \
+id_score: SemanticREPA's ID score, the cosine of each frame's face with the given first frame's \
+face, embedded by a small ArcFace trained on other synthetic identities \
+(assets/face_recognizer, docs/face_recognizer.md), the faces cut at the real clip's face boxes \
+(no detector sees 4-pixel faces), so a figure that lags the real motion loses score too; its \
+"{TEACHER}" row is the real clip's own consistency.
 
 What this does not show:
 

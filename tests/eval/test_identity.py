@@ -100,3 +100,19 @@ def test_video_identity_scores_csim_and_id_score_in_one_pass():
   with pytest.raises(NoFaceFound, match="video 'x': no face detected in the first reference frame"):
     identity.video_identity_scores(["id_score"], module, variables, gen, ref,
                                    GivenFaces([box, box, box, None]), crop="box", where="video 'x'")
+
+
+def test_id_score_at_given_boxes():
+  module, variables = tiny_arcface()
+  r = np.random.default_rng(3)
+  frames = r.integers(0, 256, (3, 60, 50, 3), np.uint8)
+  boxes = np.array([[5, 5, 30, 40], [10, 8, 40, 50], [0, 0, 20, 20]], np.float32)
+  s = identity.id_score_at_boxes(module, variables, frames, boxes, [True, False, True],
+                                 frames[0], boxes[0])
+  e = embed(module, variables, np.stack([crop_face(frames[i], boxes[i], crop="square")
+                                         for i in (0, 2)]))
+  assert (s.count, s.total) == (2, 3) and np.isnan(s.per_frame[1])
+  np.testing.assert_allclose(s.per_frame[[0, 2]], [1.0, identity.cosine_similarity(e[1], e[0])],
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="3 frames, 2 boxes"):
+    identity.id_score_at_boxes(module, variables, frames, boxes[:2], [True] * 3, frames[0], boxes[0])
