@@ -42,22 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_encoder_dir = ""
   c.arcface_dir = ""              # HJB's face embedder; empty: model_dir/arcface
 
-  # pipelines/stableanimator.py AnimationSettings, field by field.
-  c.height = 512
-  c.width = 512
-  c.num_frames = 0                # 0: every pose; else the first num_frames
-  c.num_inference_steps = 25
-  c.min_guidance_scale = 3.0
-  c.max_guidance_scale = 3.0
-  c.fps = 7
-  c.motion_bucket_id = 127
-  c.noise_aug_strength = 0.02
-  c.decode_chunk_size = 4         # 0: all frames in one chunk
-  c.sigma_min = 0.002
-  c.sigma_max = 700.0
-  c.timestep_spacing = "leading"
-  c.tile_size = 16                # frames per window (frame 0 + 15); longer videos are windowed
-  c.tile_overlap = 4
+  sampling_fields(c)
 
   # HJB face optimization (diffusion/hjb.py HJBConfig; official values).
   c.hjb = ml_collections.ConfigDict()
@@ -74,3 +59,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_samples = 1
   c.image_fit = "crop"
   return c
+
+
+def sampling_fields(c: ml_collections.ConfigDict, **overrides) -> None:
+  """The SVD sampler and window fields of pipelines/windows.py's WindowedSettings subclasses, field
+  by field (the official StableAnimator values; overrides: another pipeline's defaults)."""
+  values = dict(
+      height=512, width=512,
+      num_frames=0,                 # 0: every pose; else the first num_frames
+      num_inference_steps=25, min_guidance_scale=3.0, max_guidance_scale=3.0, fps=7,
+      motion_bucket_id=127, noise_aug_strength=0.02,
+      decode_chunk_size=4,          # 0: all frames in one chunk
+      sigma_min=0.002, sigma_max=700.0, timestep_spacing="leading",
+      tile_size=16,                 # frames per window (frame 0 + 15); longer videos are windowed
+      tile_overlap=4)
+  unknown = set(overrides) - set(values)
+  if unknown:
+    raise KeyError(f"sampling_fields: no field {sorted(unknown)}")
+  for name, value in dict(values, **overrides).items():
+    c[name] = value

@@ -58,13 +58,14 @@ def check_config(config: ml_collections.ConfigDict, device_count: int) -> None:
 
 
 def check_sample(config) -> None:
-  """The `sample` job's pipeline name and the SVD sampler fields (configs/sample_svd.py and
-  configs/sample_stableanimator.py), checked before any model folder is read."""
+  """The `sample` job's pipeline name and the SVD sampler fields (configs/sample_svd.py,
+  configs/sample_stableanimator.py, configs/sample_vividpose.py), checked before any model folder
+  is read."""
   from sem_repa_jax.jobs.sample import PIPELINES
   pipeline = config.get("pipeline", "cogvideox_i2v")
   if pipeline not in PIPELINES:
     raise ConfigError(f"config.pipeline = {pipeline!r}: expected one of {', '.join(PIPELINES)}")
-  if pipeline not in ("svd_i2v", "stableanimator"):
+  if pipeline not in ("svd_i2v", "stableanimator", "vividpose"):
     return
   if config.decode_chunk_size < 0:
     raise ConfigError(f"config.decode_chunk_size = {config.decode_chunk_size}: expected 0 (all "

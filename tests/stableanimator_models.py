@@ -48,16 +48,12 @@ def inference_models(root):
   (a temporal VAE with SVD's /8 compression, so the PoseNet's /8 features fit its latents),
   image_encoder/ (CLIP vision, projection WIDTH) and arcface/ (a tiny IResNet at 112), each saved as
   users download it and converted; returns the torch (unet, pose_net, face_encoder, vae, clip)."""
-  from diffusers import AutoencoderKLTemporalDecoder
   from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
   from tests.models.test_arcface import FEATURES, LAYERS, WIDTHS, TorchIResNet
-  from tests.svd_models import TINY_CLIP
+  from tests.svd_models import TINY_CLIP, tiny_vae_8x
   unet, pose, face = torch_models()
   convert_all(root, (unet, pose, face))
-  torch.manual_seed(0)
-  vae = parity.randomize(AutoencoderKLTemporalDecoder(
-      block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
-      layers_per_block=1, latent_channels=LATENT, sample_size=64).eval(), seed=1, spread=0.3)
+  vae = tiny_vae_8x()
   clip = parity.randomize(CLIPVisionModelWithProjection(CLIPVisionConfig(
       **dict(TINY_CLIP, projection_dim=WIDTH))).eval(), norms_only=True, spread=0.5)
   arcface = parity.randomize(TorchIResNet(LAYERS, WIDTHS, FEATURES, 112), spread=0.1,

@@ -12,6 +12,9 @@ from tests.models.test_svd_unet import TINY as TINY_UNET
 LATENT_CHANNELS = 4
 TINY_VAE = dict(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
                 layers_per_block=1, latent_channels=LATENT_CHANNELS, sample_size=32)
+# SVD's /8 compression, for models whose pose inputs are 8x the latents (PoseNet, VividPose).
+TINY_VAE_8X = dict(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+                   layers_per_block=1, latent_channels=LATENT_CHANNELS, sample_size=64)
 TINY_CLIP = dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2,
                  patch_size=32, image_size=224, projection_dim=TINY_UNET["cross_attention_dim"],
                  hidden_act="gelu", layer_norm_eps=1e-5)
@@ -27,6 +30,12 @@ def tiny_svd_models():
   clip = parity.randomize(CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_CLIP)).eval(),
                           norms_only=True, spread=0.5)
   return unet, vae, clip
+
+
+def tiny_vae_8x():
+  """A random temporal VAE with SVD's /8 compression (TINY_VAE_8X), eval mode."""
+  torch.manual_seed(0)
+  return parity.randomize(AutoencoderKLTemporalDecoder(**TINY_VAE_8X).eval(), seed=1, spread=0.3)
 
 
 def convert_tiny_svd(root):

@@ -56,10 +56,12 @@ def driving_poses(config, height: int, width: int) -> np.ndarray:
     raise ValueError("config.reference_keypoints aligns keypoints: set config.poses to the "
                      "driving keypoints .npz, not to a folder of drawn skeletons")
   frames = video.read_frame_folder(config.poses)
-  return frames if frames.shape[1:3] == (height, width) else _resized(frames, height, width)
+  if frames.shape[1:3] == (height, width):
+    return frames
+  return resized_frames(frames, height, width)
 
 
-def _resized(frames, height, width, nearest=False):
+def resized_frames(frames, height, width, nearest=False):
   """Skeleton images bilinearly, masks nearest, to the output size (PIL)."""
   from PIL import Image
   mode = Image.NEAREST if nearest else Image.BILINEAR
@@ -74,7 +76,9 @@ def face_masks(config, num_frames: int, height: int, width: int) -> np.ndarray:
     raise ValueError(f"config.face_masks = {config.face_masks}: {len(masks)} masks for "
                      f"{num_frames} frames")
   masks = masks[:num_frames]
-  return masks if masks.shape[1:] == (height, width) else _resized(masks, height, width, True)
+  if masks.shape[1:] == (height, width):
+    return masks
+  return resized_frames(masks, height, width, nearest=True)
 
 
 def reference_id_embedding(image, detector, arcface) -> "np.ndarray | None":
@@ -89,9 +93,43 @@ def reference_id_embedding(image, detector, arcface) -> "np.ndarray | None":
   return face_embed.embed(*arcface, crops)[0].astype(np.float32)
 
 
-def settings_from_config(config, num_frames: int) -> sa.AnimationSettings:
+def face_embedder_of(config, needed: bool = False) -> tuple:
+  """(module, variables) of the ArcFace folder (config.arcface_dir, else model_dir/arcface) when
+  `needed` or when the reference's face is to be detected and embedded; () otherwise."""
+  from sem_repa_jax.models import load_pretrained
+  if needed or (config.face_detector and not config.id_embedding):
+    return load_pretrained(model_folder(config, "arcface", "arcface_dir", "arcface"))
+  return ()
+
+
+def config_id_embedding(config, image, face_embedder, without: str) -> "np.ndarray | None":
+  """The reference's raw ArcFace embedding (D,): config.id_embedding (a .npy), else the face
+  config.face_detector (SCRFD .onnx) finds in `image`, embedded by face_embedder; None, with a
+  warning saying `without` (what the model sees instead), when neither is set or no face is
+  found."""
+  if config.id_embedding:
+    if not os.path.isfile(config.id_embedding):
+      raise FileNotFoundError(f"config.id_embedding = {config.id_embedding}: no such .npy file")
+    return np.load(config.id_embedding).astype(np.float32).reshape(-1)
+  if config.face_detector:
+    from sem_repa_jax.models.encoders.face_detect import SCRFD
+    found = reference_id_embedding(image, SCRFD(config.face_detector), face_embedder)
+    if found is None:
+      logging.warning("%s: no face found in the reference: %s", config.image, without)
+    return found
+  logging.warning("config.id_embedding and config.face_detector are empty: %s", without)
+  return None
+
+
+def setting_values(config) -> dict:
+  """The SETTINGS fields of the config (decode_chunk_size 0: every frame in one chunk, None)."""
   values = {name: config[name] for name in SETTINGS}
   values["decode_chunk_size"] = values["decode_chunk_size"] or None
+  return values
+
+
+def settings_from_config(config, num_frames: int) -> sa.AnimationSettings:
+  values = setting_values(config)
   hjb = None
   if config.hjb.enabled:
     fields = {f.name for f in dataclasses.fields(HJBConfig)}
@@ -115,22 +153,10 @@ def stableanimator_sampler(config) -> Sampler:
     raise ValueError("config.hjb.enabled needs config.face_masks (the driving video's face "
                      "masks) and config.reference_face_mask (the reference image's)")
   hjb_inputs = {}
-  face_embedder = ()
-  if settings.hjb is not None or (config.face_detector and not config.id_embedding):
-    face_embedder = load_pretrained(model_folder(config, "arcface", "arcface_dir", "arcface"))
+  face_embedder = face_embedder_of(config, needed=settings.hjb is not None)
   image = load_image(config, settings.height, settings.width)
-  if config.id_embedding:
-    id_embedding = np.load(config.id_embedding).astype(np.float32).reshape(-1)
-  elif config.face_detector:
-    from sem_repa_jax.models.encoders.face_detect import SCRFD
-    id_embedding = reference_id_embedding(image, SCRFD(config.face_detector), face_embedder)
-    if id_embedding is None:
-      logging.warning("%s: no face found in the reference: the face tokens see a zero ArcFace "
-                      "embedding (as the official)", config.image)
-  else:
-    logging.warning("config.id_embedding and config.face_detector are empty: the face tokens see "
-                    "a zero ArcFace embedding (as the official does when it finds no face)")
-    id_embedding = None
+  id_embedding = config_id_embedding(config, image, face_embedder, "the face tokens see a zero "
+                                     "ArcFace embedding (as the official)")
   if settings.hjb is not None:
     mask, _ = fit_to_aspect(Image.open(config.reference_face_mask).convert("L"), config.height,
                             config.width, config.get("image_fit", "crop"))

@@ -1,7 +1,9 @@
 """Job `sample`: image-to-video from converted weights; `config.pipeline` names the model family:
 'cogvideox_i2v' (the default; configs/sample_cogvideox.py, wired here), 'svd_i2v' (Stable Video
-Diffusion; configs/sample_svd.py, wired in jobs/_sample_svd.py) or 'stableanimator' (a reference
-driven by skeletons; configs/sample_stableanimator.py, jobs/_sample_stableanimator.py).
+Diffusion; configs/sample_svd.py, wired in jobs/_sample_svd.py), 'stableanimator' (a reference
+driven by skeletons; configs/sample_stableanimator.py, jobs/_sample_stableanimator.py) or
+'vividpose' (driven by skeletons and dense pose maps; configs/sample_vividpose.py,
+jobs/_sample_vividpose.py).
 
 All write the same outputs, through `write_samples`: WORKDIR/samples/<image stem>_<i>.mp4, a PNG
 strip of the frames beside it, the final latents (.npy) for inspection, and settings.json; every
@@ -20,7 +22,7 @@ from sem_repa_jax.diffusion.samplers import HostProgress
 from sem_repa_jax.pipelines import cogvideox_i2v as i2v
 from sem_repa_jax.pipelines.images import fit_to_aspect
 
-PIPELINES = ("cogvideox_i2v", "svd_i2v", "stableanimator")
+PIPELINES = ("cogvideox_i2v", "svd_i2v", "stableanimator", "vividpose")
 
 
 def _find(tree, key):
@@ -176,6 +178,9 @@ def run(config) -> None:
   elif pipeline == "stableanimator":
     from sem_repa_jax.jobs import _sample_stableanimator
     sampler = _sample_stableanimator.stableanimator_sampler(config)
+  elif pipeline == "vividpose":
+    from sem_repa_jax.jobs import _sample_vividpose
+    sampler = _sample_vividpose.vividpose_sampler(config)
   else:
     sampler = cogvideox_sampler(config)
   write_samples(config, sampler)

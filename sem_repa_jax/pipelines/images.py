@@ -1,6 +1,7 @@
 """A user's image as the image-to-video pipelines take it: `preprocess_image` (resize to the frame
 size as diffusers' image processors do, pixels in [-1, 1]), `pixels_at_own_size` (the same scale
-without resizing: SVD's CLIP branch, HJB's reference face) and `fit_to_aspect`.
+without resizing: SVD's CLIP branch, HJB's reference face), `fit_to_aspect`, and
+`condition_frames` (per-frame condition images: skeletons, dense pose maps).
 
 The pipelines resize their input straight to (height, width) as diffusers does, which stretches an
 image of another aspect ratio. `fit_to_aspect` first brings the image to the target's aspect:
@@ -77,3 +78,14 @@ def pixels_at_own_size(image) -> np.ndarray:
       raise ValueError(f"image of shape {arr.shape}: expected (H, W, 3)")
     arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
   return 2.0 * arr - 1.0
+
+
+def condition_frames(frames, height: int, width: int, what: str = "condition images") -> np.ndarray:
+  """Condition images (F, H, W, 3) uint8 (or a list of (H, W, 3) / PIL images) -> (F, H, W, 3)
+  float32 in [-1, 1] (x / 127.5 - 1, as StableAnimator's poses); they must already be height x
+  width."""
+  arr = np.stack([np.asarray(p.convert("RGB") if hasattr(p, "convert") else p) for p in frames])
+  if arr.ndim != 4 or arr.shape[1:] != (height, width, 3):
+    raise ValueError(f"{what} of shape {arr.shape}: expected (F, {height}, {width}, 3), the "
+                     "output size (draw or resize them at it)")
+  return arr.astype(np.float32) / 127.5 - 1.0

@@ -29,14 +29,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sem_repa_jax.diffusion import guidance, samplers
+from sem_repa_jax.diffusion import samplers
 from sem_repa_jax.diffusion.hjb import HJBConfig
-from sem_repa_jax.diffusion.parameterization import Preconditioning
 from sem_repa_jax.pipelines import face_refinement, svd_i2v
+from sem_repa_jax.pipelines.images import condition_frames
+from sem_repa_jax.pipelines.windows import (WindowedSettings, guided_denoiser, initial_noise,
+                                            periodic_noise, window_weights)
 
 
 @dataclasses.dataclass(frozen=True)
-class AnimationSettings(svd_i2v.SamplingSettings):
+class AnimationSettings(WindowedSettings):
   """The official inference scripts' values (512x512, 16 frames, guidance 3.0, chunks of 4)."""
   height: int = 512
   width: int = 512
@@ -44,51 +46,12 @@ class AnimationSettings(svd_i2v.SamplingSettings):
   min_guidance_scale: float = 3.0
   max_guidance_scale: float = 3.0
   decode_chunk_size: Optional[int] = 4
-  tile_size: int = 16
-  tile_overlap: int = 4
   hjb: Optional[HJBConfig] = None      # None: no face optimization
 
   def check(self, spatial_compression: int):
     super().check(spatial_compression)
-    if self.tile_size < 1 or not 0 <= self.tile_overlap < self.tile_size:
-      raise ValueError(f"tile_size={self.tile_size}, tile_overlap={self.tile_overlap}: expected "
-                       "tile_size >= 1 and 0 <= tile_overlap < tile_size")
     if self.hjb is not None:
       self.hjb.check_steps(self.num_inference_steps)
-
-
-def window_indices(num_frames: int, tile_size: int, tile_overlap: int) -> np.ndarray:
-  """(windows, T) frame indices of the official tiling; one window of every frame when
-  num_frames <= tile_size."""
-  if num_frames <= tile_size:
-    return np.arange(num_frames)[None]
-  starts = range(0, num_frames - tile_size + 1, tile_size - tile_overlap)
-  windows = [[0, *range(i + 1, i + tile_size)] for i in starts]
-  if windows[-1][-1] < num_frames - 1:
-    windows.append([0, *range(num_frames - tile_size + 1, num_frames)])
-  return np.array(windows, np.int32)
-
-
-def window_weights(length: int) -> np.ndarray:
-  """(T,) the triangular weights of a window's frames, min(u, 2 - u) at u = (j + 0.5) * 2 / T."""
-  u = (np.arange(length, dtype=np.float32) + 0.5) * 2.0 / length
-  return np.minimum(u, 2.0 - u)
-
-
-def periodic_noise(noise, num_frames: int):
-  """(B, T, h, w, C) noise of one window -> (B, num_frames, ...) repeating it over time."""
-  reps = num_frames // noise.shape[1] + 1
-  return jnp.tile(noise, (1, reps, 1, 1, 1))[:, :num_frames]
-
-
-def pose_pixels(poses, height: int, width: int) -> np.ndarray:
-  """Skeleton images (F, H, W, 3) uint8 (or a list of (H, W, 3) / PIL images) -> (F, H, W, 3)
-  float32 in [-1, 1] (the official pose / 127.5 - 1); they must already be height x width."""
-  arr = np.stack([np.asarray(p.convert("RGB") if hasattr(p, "convert") else p) for p in poses])
-  if arr.ndim != 4 or arr.shape[1:] != (height, width, 3):
-    raise ValueError(f"pose images of shape {arr.shape}: expected (F, {height}, {width}, 3), the "
-                     "output size (draw or resize the skeletons at it)")
-  return arr.astype(np.float32) / 127.5 - 1.0
 
 
 class StableAnimatorPipeline:
@@ -102,10 +65,7 @@ class StableAnimatorPipeline:
     self.image_encoder, self.image_encoder_vars = image_encoder, image_encoder_vars
     self.face_embedder, self.face_embedder_vars = face_embedder, face_embedder_vars
     self.latent_channels = model.unet_config.out_channels
-    if vae.config.latent_channels != self.latent_channels:
-      raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != U-Net out_channels "
-                       f"{self.latent_channels}")
-    self.spatial_compression = vae.config.spatial_compression
+    self.spatial_compression = svd_i2v.checked_vae(vae, self.latent_channels)
     self.progress = samplers.HostProgress("StableAnimator", enabled=progress)
     self._latents_fn = jax.jit(self._latents, static_argnames=(
         "method", "do_cfg", "num_frames", "hjb_config", "decode_chunk_size"))
@@ -128,27 +88,11 @@ class StableAnimatorPipeline:
       reference = jnp.concatenate([jnp.zeros_like(reference), reference])
       pose = jnp.concatenate([jnp.zeros_like(pose), pose])
     ids = jnp.broadcast_to(time_ids, (reference.shape[0], time_ids.shape[0]))
-    frame_weight = jnp.zeros((num_frames,), jnp.float32).at[windows].add(weights)
 
-    def denoise(x, pre: Preconditioning, scale):
-      x_in = pre.scale_input(x)
-      x_in = jnp.concatenate([x_in, x_in]) if do_cfg else x_in
-      x_in = jnp.concatenate([x_in, reference], axis=-1)
-      t_b = jnp.full((x_in.shape[0],), pre.timestep, jnp.float32)
-
-      def window(total, idx):
-        out = model.apply(variables, x_in[:, idx], t_b, context, ids, pose[:, idx],
-                          method=model.denoise).astype(jnp.float32)
-        return total.at[:, idx].add(out * weights[:, None, None, None]), None
-
-      total = jnp.zeros((x_in.shape[0],) + x.shape[1:], jnp.float32)
-      total, _ = jax.lax.scan(window, total, windows)
-      out = total / frame_weight[:, None, None, None]
-      if do_cfg:
-        uncond, cond = jnp.split(out, 2)
-        out = guidance.classifier_free_guidance(uncond, cond, scale)
-      return pre.to_x0(x, out)
-
+    denoise = guided_denoiser(
+        lambda x_w, t_b, idx: model.apply(variables, x_w, t_b, context, ids, pose[:, idx],
+                                          method=model.denoise),
+        reference, windows, weights, do_cfg)
     refine = face_refinement.refine_hook(
         hjb_config, tables[0].shape[0], face_targets,
         decode=lambda z: svd_i2v.final_video(self.vae, vae_vars, z[None], decode_chunk_size)[0],
@@ -180,20 +124,14 @@ class StableAnimatorPipeline:
     s = dataclasses.replace(settings or AnimationSettings(), **overrides)
     s.check(self.spatial_compression)
     clip_image, pixels = svd_i2v.prepared_images(image, s)
-    poses = pose_pixels(poses, s.height, s.width)
+    poses = condition_frames(poses, s.height, s.width, "pose images")
     if len(poses) != s.num_frames:
       raise ValueError(f"{len(poses)} pose images for num_frames={s.num_frames}")
     c = self.spatial_compression
     tile = min(s.tile_size, s.num_frames)
     latent_hw = (s.height // c, s.width // c)
-    k_noise, k_image = jax.random.split(key)
-    if latents is None:
-      latents = jax.random.normal(k_noise, (1, tile, *latent_hw, self.latent_channels))
-    latents = svd_i2v.checked_input(latents, (1, tile, *latent_hw, self.latent_channels),
-                                    "latents")
-    if image_noise is None:
-      image_noise = jax.random.normal(k_image, pixels.shape)
-    image_noise = svd_i2v.checked_input(image_noise, pixels.shape, "image_noise")
+    latents, image_noise = initial_noise(key, latents, (1, tile, *latent_hw, self.latent_channels),
+                                         image_noise, pixels.shape)
     id_embedding = np.asarray(id_embedding, np.float32).reshape(1, -1)
     targets = None
     if s.hjb is not None:
@@ -201,7 +139,7 @@ class StableAnimatorPipeline:
           s.hjb, self.face_embedder, self.face_embedder_vars, face_masks=face_masks,
           num_frames=s.num_frames, height=s.height, width=s.width, reference_image=clip_image[0],
           reference_face_mask=reference_face_mask)
-    windows = window_indices(s.num_frames, s.tile_size, s.tile_overlap)
+    windows = s.windows()
     plan, scales = svd_i2v.euler_plan(s)
     out = self.progress.run(
         plan.num_steps, self._latents_fn, self.variables, self.vae_vars, self.image_encoder_vars,

@@ -128,10 +128,7 @@ class SVDImageToVideo:
     if unet.config.in_channels != 2 * self.latent_channels:
       raise ValueError(f"U-Net in_channels {unet.config.in_channels}: expected 2 x out_channels "
                        f"{self.latent_channels} (noisy latents + image latents)")
-    if vae.config.latent_channels != self.latent_channels:
-      raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != U-Net out_channels "
-                       f"{self.latent_channels}")
-    self.spatial_compression = vae.config.spatial_compression
+    self.spatial_compression = checked_vae(vae, self.latent_channels)
     self.progress = samplers.HostProgress("SVD I2V", enabled=progress)
     self._latents_fn = jax.jit(self._latents, static_argnames=("method", "do_cfg", "num_frames"))
     self._decode_fn = jax.jit(self._decode, static_argnames=("decode_chunk_size",))
@@ -228,6 +225,14 @@ class SVDImageToVideo:
     if decode:
       result["video"] = self.decode(out, settings.decode_chunk_size)
     return result
+
+
+def checked_vae(vae, latent_channels: int) -> int:
+  """The VAE's spatial compression, after checking its latents are the U-Net's."""
+  if vae.config.latent_channels != latent_channels:
+    raise ValueError(f"VAE latent_channels {vae.config.latent_channels} != U-Net out_channels "
+                     f"{latent_channels}")
+  return vae.config.spatial_compression
 
 
 def checked_input(x, shape, name):

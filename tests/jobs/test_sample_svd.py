@@ -105,6 +105,6 @@ def test_sample_svd_bad_config_is_one_line_through_main(tmp_path):
   r = _main([f"--config.workdir={tmp_path}", "--config.pipeline=svd", "--config.image=x.png"])
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1] == ("error: config.pipeline = 'svd': expected one of "
-                                               "cogvideox_i2v, svd_i2v, stableanimator")
+                                               "cogvideox_i2v, svd_i2v, stableanimator, vividpose")
   r = _main([f"--config.workdir={tmp_path}", "--config.decode_chunk_size=-1"])
   assert "error: config.decode_chunk_size = -1: expected 0" in r.stderr

@@ -17,6 +17,7 @@ from sem_repa_jax.diffusion import hjb
 from sem_repa_jax.methods.stableanimator.model import load_stableanimator
 from sem_repa_jax.models import load_pretrained
 from sem_repa_jax.pipelines import stableanimator as sa
+from sem_repa_jax.pipelines import windows
 from tests import parity
 from tests.diffusion.test_euler import SVD_SCHEDULER
 from tests.stableanimator_models import ID_DIM, inference_models
@@ -121,12 +122,12 @@ def test_sampling_matches_the_official_loop(models, frames, tile, overlap):
 
 
 def test_window_tiling_is_the_official():
-  np.testing.assert_array_equal(sa.window_indices(40, 16, 4),
+  np.testing.assert_array_equal(windows.window_indices(40, 16, 4),
                                 [[0, *range(1, 16)], [0, *range(13, 28)], [0, *range(25, 40)]])
-  np.testing.assert_array_equal(sa.window_indices(20, 16, 4), [[0, *range(1, 16)],
+  np.testing.assert_array_equal(windows.window_indices(20, 16, 4), [[0, *range(1, 16)],
                                                                 [0, *range(5, 20)]])
-  np.testing.assert_array_equal(sa.window_indices(5, 16, 4), [range(5)])
-  w = sa.window_weights(16)
+  np.testing.assert_array_equal(windows.window_indices(5, 16, 4), [range(5)])
+  w = windows.window_weights(16)
   u = (np.arange(16) + 0.5) / 8
   np.testing.assert_allclose(w, np.minimum(u, 2 - u))
   np.testing.assert_allclose(w[0], 1 / 16)

@@ -148,6 +148,14 @@ class VividPose(nn.Module):
     or None; dense_maps / skeleton_maps (B, F, 8h, 8w, 3) in [-1, 1] or None."""
     context = self.context(clip_embeds, id_embedding)
     pose = self.pose_condition(sample, dense_maps, skeleton_maps)
+    return self.denoise(sample, timestep, context, added_time_ids, pose, reference_features,
+                        image_only_indicator)
+
+  def denoise(self, sample, timestep, context, added_time_ids, pose=None,
+              reference_features=None, image_only_indicator=None):
+    """The U-Net call of __call__ with the conditions computed once outside a sampling loop:
+    context = self.context(...) (B, 1 + N, D), pose = F_p of self.pose_condition (B, F, h, w, 4)
+    or None."""
     if pose is not None:
       c = pose.shape[-1]
       sample = jnp.concatenate([sample[..., :c] + pose.astype(sample.dtype), sample[..., c:]], -1)
