@@ -16,6 +16,8 @@ memory is taken before the large models run):
   svd_unet, svd_vae, sample_svd   when their modules exist ("not available" in the JSON until then)
   train_animator         StableAnimator step at 16x512x512 vs the PyTorch step, 16x576x1024 JAX
                          alone (bf16, remat): time, MFU, compiled memory per device
+  train_vividpose        VividPose step at 14x768x512 vs the SVD U-Net step + one ReferenceNet
+                         forward (bf16, remat): seconds and the ratio (target 1.4x)
   hjb                    StableAnimator's HJB face step (SVD VAE + iresnet100, remat) at 16x512x512
                          and 16x576x1024, fp32: seconds and compiled bytes per device
 Each entry is `benchmarks/<name>.py: suite_entry(smoke: bool) -> dict`. Each runs inside a
@@ -38,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import harness  # noqa: E402
 
 MODULE_ENTRIES = ("cogvideox_vae", "cogvideox_transformer", "sample_cogvideox", "train_step",
-                  "svd_unet", "svd_vae", "sample_svd", "train_animator", "hjb")
+                  "svd_unet", "svd_vae", "sample_svd", "train_animator", "train_vividpose", "hjb")
 ENTRIES = ("matmul_peak",) + MODULE_ENTRIES
 BUDGET_S = 480
 
@@ -104,7 +106,8 @@ def derived(results: dict) -> None:
 
 # What the table shows of each entry, where present.
 HEADLINES = ("tflops", "pct_of_matmul_peak", "peak_gib", "compiled_bytes", "ratio_jax_over_diffusers",
-             "ratio_diffusers_over_ours", "s_per_step_ours", "ours_sampling_s", "extrapolated_to_50_steps")
+             "ratio_diffusers_over_ours", "ratio_vividpose_over_svd_plus_reference",
+             "s_per_step_ours", "ours_sampling_s", "extrapolated_to_50_steps")
 
 
 def _headline(row: dict) -> str:

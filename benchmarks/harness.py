@@ -151,6 +151,17 @@ def load_line() -> str:
   return f"load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} on {cores} cores{mark}"
 
 
+def emit(figures: dict, path: str = "") -> dict:
+  """A benchmark's figures at the end of its main: written to `path` (write_json), or printed as
+  JSON (the first 3000 characters, Timing values left out: their table was printed)."""
+  if path:
+    write_json(path, figures)
+  else:
+    print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, Timing)}, indent=1,
+                     default=str)[:3000])
+  return figures
+
+
 def write_json(path: str, payload: dict) -> str:
   """payload + machine() to `path`, atomically."""
   out = dict(payload, machine=machine())

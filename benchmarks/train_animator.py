@@ -360,15 +360,8 @@ def suite_entry(smoke: bool) -> dict:
 
 
 def main(argv=None):
-  import json
   args = parse_args(argv)
-  figures = measure(args.size, args)
-  if args.json:
-    harness.write_json(args.json, figures)
-  else:
-    print(json.dumps({k: v for k, v in figures.items() if not isinstance(v, harness.Timing)},
-                     indent=1, default=str)[:3000])
-  return figures
+  return harness.emit(measure(args.size, args), args.json)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ StableAnimator's (the reference is the clip's first frame):
   IdEmbeds          id_embeds                  ArcFace of the reference's face, raw (not normalized)
   PoseImages        pose_images                skeleton images (ROOT/poses/<id>/: drawn, or keypoints)
   FaceWeightMasks   face_weight_masks          filled face boxes (all ones without a face), latent size
+VividPose's (StableAnimator's fields and):
+  DenseMaps         dense_maps                 dense pose maps (ROOT/dense/<id>/frame_<i>.png)
 
 `ANNOTATORS` maps each field to its annotator; `for_fields(fields, teachers)` builds the ones a set
 of fields needs, and `for_method(method, teachers)` those of a method's fields
@@ -267,13 +269,12 @@ class PoseImages:
   fields: ClassVar = ("pose_images",)
 
   def __call__(self, clip: Clip) -> dict:
-    s, cid = clip.spec, clip.entry.clip_id
+    cid = clip.entry.clip_id
     proot = layout.poses_root(clip.root)
     folder, kfile = poses_annotate.poses_dir(proot, cid), poses_annotate.keypoints_file(proot, cid)
-    if os.path.isdir(folder) and any(video.FRAME_FILE.fullmatch(f) for f in os.listdir(folder)):
-      files = video.frame_files(folder)
-      raw = video.read_frame_folder(folder, clip.frame_indices(len(files), folder))
-    elif os.path.isfile(kfile):
+    if _has_frames(folder):
+      return {"pose_images": _clip_images(clip, folder, "skeleton images")}
+    if os.path.isfile(kfile):
       kp = load_keypoints(kfile)
       h, w = clip.source_hw
       raw = np.stack([draw.draw_pose(kp.frame(int(i)), h, w)
@@ -281,11 +282,44 @@ class PoseImages:
     else:
       raise AnnotationError(f"clip {cid}: no skeleton images {folder}/frame_<i>.png and no "
                             f"keypoints file {kfile}")
-    if raw.shape[1:3] != tuple(clip.source_hw):
-      raise AnnotationError(f"{folder}: skeleton images of {raw.shape[1]}x{raw.shape[2]}, but "
-                            f"{clip.entry.path} has {clip.source_hw[0]}x{clip.source_hw[1]} "
-                            "frames")
-    return {"pose_images": video.resize_frames(raw, s.height, s.width, s.resize_mode)}
+    return {"pose_images": _resized(clip, raw, kfile, "skeleton images")}
+
+
+def _has_frames(folder: str) -> bool:
+  return os.path.isdir(folder) and any(video.FRAME_FILE.fullmatch(f) for f in os.listdir(folder))
+
+
+def _resized(clip: Clip, raw: np.ndarray, source: str, what: str) -> np.ndarray:
+  """Per-frame images at the video's size -> the clip's size, as the frames are resized."""
+  if raw.shape[1:3] != tuple(clip.source_hw):
+    raise AnnotationError(f"{source}: {what} of {raw.shape[1]}x{raw.shape[2]}, but "
+                          f"{clip.entry.path} has {clip.source_hw[0]}x{clip.source_hw[1]} frames")
+  s = clip.spec
+  return video.resize_frames(raw, s.height, s.width, s.resize_mode)
+
+
+def _clip_images(clip: Clip, folder: str, what: str) -> np.ndarray:
+  """A folder of frame_<i>.png (the video's or the clip's frame count), sampled as the frames
+  and resized to the clip's size."""
+  files = video.frame_files(folder)
+  return _resized(clip, video.read_frame_folder(folder, clip.frame_indices(len(files), folder)),
+                  folder, what)
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseMaps:
+  """VividPose's dense pose maps uint8 (F, H, W, 3) at the clip's size: the SMPL-X renders of
+  ROOT/dense/<id>/frame_<i>.png (official layout: <clip>/dense/), sampled and resized as the
+  frames. A clip without them is an error naming it."""
+  fields: ClassVar = ("dense_maps",)
+
+  def __call__(self, clip: Clip) -> dict:
+    cid = clip.entry.clip_id
+    folder = layout.dense_dir(clip.root, cid)
+    if not _has_frames(folder):
+      raise AnnotationError(f"clip {cid}: no dense maps {folder}/frame_<i>.png (VividPose's "
+                            "dense pose maps; official layout: <clip>/dense/frame_<i>.png)")
+    return {"dense_maps": _clip_images(clip, folder, "dense maps")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +333,7 @@ class TextEmbeds:
 
 ANNOTATORS = {f: cls for cls in (VideoLatents, DepthLatents, ImageLatents, FaceEmbeds, FaceBoxes,
                                  TextEmbeds, ReferenceLatents, ClipEmbeds, IdEmbeds, PoseImages,
-                                 FaceWeightMasks) for f in cls.fields}
+                                 FaceWeightMasks, DenseMaps) for f in cls.fields}
 
 
 def for_fields(fields, teachers: Teachers) -> tuple:

@@ -10,6 +10,8 @@ ROOT/faces/<id>.npz       optional face inputs: boxes (F, 4) float32 xyxy pixels
                           all in the video's own pixels (a file of another size is an error)
 ROOT/poses/<id>/keypoints.npz         optional pose keypoints (poses/keypoints.py), one row per frame
 ROOT/poses/<id>/poses/frame_<i>.png   optional skeleton images at the video's frame size
+ROOT/dense/<id>/frame_<i>.png         optional dense pose maps (VividPose's SMPL-X renders), one
+                                      RGB image per frame at the video's frame size
 ```
 A clip's `path` may also be a folder of frame_<i>.png images (the official StableAnimator layout,
 official_layout.py), read as consecutive frames.
@@ -100,3 +102,8 @@ def poses_root(root: str) -> str:
   """The ROOT of data_pipelines/poses/annotate.py's ROOT/<id>/{keypoints.npz,poses/} inside a
   dataset."""
   return os.path.join(root, "poses")
+
+
+def dense_dir(root: str, clip_id: str) -> str:
+  """The folder of a clip's dense pose maps (frame_<i>.png) inside a dataset."""
+  return os.path.join(root, "dense", clip_id)

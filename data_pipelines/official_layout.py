@@ -6,6 +6,8 @@ ROOT/{rec,vec}/<id>/images/frame_<i>.png   the frames, i = 0, 1, ... consecutive
 ROOT/{rec,vec}/<id>/faces/frame_<i>.png    face masks, 0/255: the face boxes filled, all 255 where
                                            no face was found
 ROOT/{rec,vec}/<id>/poses/frame_<i>.png    skeleton images at the frames' size
+ROOT/{rec,vec}/<id>/dense/frame_<i>.png    optional (VividPose): dense pose maps, the SMPL-X
+                                           render of each frame at the frames' size
 ```
 `read_layout(ROOT)` lists the clips (id `<rec|vec>_<id>`) and raises LayoutError, one line naming
 the folder and what was expected, on a missing folder, a misnamed or missing frame, or folders of
@@ -14,6 +16,7 @@ one clip with different frame counts. `index_dataset(ROOT, OUT)` writes, into OU
   OUT/faces/<id>.npz       per frame the bounding box of the mask's 255 pixels, present = the mask
                            has face pixels and is not all 255, and the frame size
   OUT/poses/<id>/poses     a symbolic link to the clip's poses/ folder
+  OUT/dense/<id>           a symbolic link to the clip's dense/ folder, where it has one
 so the annotators see the official faces as a face track (its boxes give back the same filled
 rectangles) and the official skeletons as drawn pose images.
 """
@@ -28,6 +31,7 @@ from data_pipelines.poses import annotate as poses_annotate
 
 SUBSETS = ("rec", "vec")
 FOLDERS = ("images", "faces", "poses")
+OPTIONAL_FOLDERS = ("dense",)   # VividPose's dense pose maps; a clip without them is indexed
 _FRAME = re.compile(r"frame_(\d+)\.png")
 _EXPECTED = "ROOT/{rec,vec}/<id>/{images,faces,poses}/frame_<i>.png"
 
@@ -74,11 +78,14 @@ def read_layout(root: str) -> list[OfficialClip]:
       folder = os.path.join(root, s, name)
       if name.startswith(".") or not os.path.isdir(folder):
         continue
-      counts = {k: _count_frames(os.path.join(folder, k)) for k in FOLDERS}
+      kinds = FOLDERS + tuple(k for k in OPTIONAL_FOLDERS
+                              if os.path.isdir(os.path.join(folder, k)))
+      counts = {k: _count_frames(os.path.join(folder, k)) for k in kinds}
       if len(set(counts.values())) > 1:
         raise LayoutError(f"{folder}: frame counts differ ("
                           + ", ".join(f"{k} {n}" for k, n in counts.items())
-                          + "); expected one face mask and one skeleton image per frame")
+                          + "); expected one face mask and one skeleton image per frame"
+                          + (" and one dense map" if "dense" in counts else ""))
       clips.append(OfficialClip(f"{s}_{name}", folder, counts["images"]))
   if not clips:
     raise LayoutError(f"{root}: no clip folders in {' or '.join(subsets)}; expected {_EXPECTED}")
@@ -125,6 +132,10 @@ def index_dataset(root: str, out: str) -> list[layout.ClipEntry]:
     if not os.path.islink(link):
       os.makedirs(os.path.dirname(link), exist_ok=True)
       os.symlink(os.path.abspath(c.path("poses")), link)
+    dense = layout.dense_dir(out, c.clip_id)
+    if os.path.isdir(c.path("dense")) and not os.path.islink(dense):
+      os.makedirs(os.path.dirname(dense), exist_ok=True)
+      os.symlink(os.path.abspath(c.path("dense")), dense)
     entries.append(layout.ClipEntry(c.clip_id, os.path.abspath(c.path("images")), ""))
   layout.write_manifest(out, entries)
   return entries

@@ -25,6 +25,9 @@ METHOD_FIELDS = {
     # sem_repa_jax/methods/stableanimator/objective.py BATCH_FIELDS
     "stableanimator": ("video_latents", "reference_latents", "clip_embeds", "id_embeds",
                        "pose_images", "face_weight_masks"),
+    # sem_repa_jax/methods/vividpose/objective.py BATCH_FIELDS (+ the optional face masks)
+    "vividpose": ("video_latents", "reference_latents", "clip_embeds", "id_embeds", "pose_images",
+                  "dense_maps", "face_weight_masks"),
 }
 
 

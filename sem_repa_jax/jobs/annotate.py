@@ -60,9 +60,13 @@ def _render_synthetic(config, shard_index, shard_count, bar, official: bool) -> 
                      "are rendered only into a new or empty folder")
   if shard_index == 0:
     logging.info("rendering %d synthetic clips into %s", d.synthetic_clips, d.root)
+    kwargs = dict(fps=d.fps, seed=config.seed, progress=bar("render"))
+    if official:   # with dense/ maps where the method trains on them (VividPose)
+      from data_pipelines import records
+      kwargs["dense"] = "dense_maps" in records.method_fields(config.annotate.method)
     write = synthetic.write_official_dataset if official else synthetic.write_dataset
     write(d.root, d.synthetic_clips, d.num_frames, d.synthetic_height, d.synthetic_width,
-          fps=d.fps, seed=config.seed, progress=bar("render"))
+          **kwargs)
   _sync(shard_count, "synthetic dataset written")
 
 

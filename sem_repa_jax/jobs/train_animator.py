@@ -17,41 +17,23 @@ override the presets when there is no folder. At the end the trained networks ar
 load_pretrained folders under <workdir>/export/ (kinds svd-unet, pose-net, face-encoder).
 """
 import dataclasses
-import os
 
-import jax
 import jax.numpy as jnp
 from absl import logging
 
-from sem_repa_jax.jobs import _records
+from sem_repa_jax.jobs import _parts
 from sem_repa_jax.methods.stableanimator.face_encoder import FaceEncoderConfig
 from sem_repa_jax.methods.stableanimator.model import StableAnimator, adapter_source
 from sem_repa_jax.methods.stableanimator.objective import (BATCH_FIELDS, ObjectiveConfig, draw,
                                                           stableanimator_loss)
 from sem_repa_jax.methods.stableanimator.posenet import PoseNetConfig
 from sem_repa_jax.models.config_fields import from_fields
-from sem_repa_jax.models.pretrained import read_pretrained_config, save_pretrained
 from sem_repa_jax.models.svd import unet as unet_lib
-from sem_repa_jax.training.checkpoint import load_into
-from sem_repa_jax.training.fit import fit
-from sem_repa_jax.training.train_state import frozen_outside
 
 FACE_TOKENS = 4
 # (config.model field of the folder, its conversion kind, the module name in the variable tree)
 FOLDERS = (("unet_dir", "svd-unet", "unet"), ("pose_net_dir", "pose-net", "pose_net"),
            ("face_encoder_dir", "face-encoder", "face_encoder"))
-EXPORT_DIRNAME = "export"
-
-
-def _folder_config(path: str, field: str, kind: str) -> dict:
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"config.model.{field} = {path}: no such folder (write it with "
-                            f"`python -m conversion {kind} --src ... --dst {path}`)")
-  cfg = read_pretrained_config(path)
-  if cfg["kind"] != kind:
-    raise ValueError(f"config.model.{field} = {path} holds a converted {cfg['kind']!r} model; "
-                     f"expected a {kind!r} one (python -m conversion {kind})")
-  return dict(cfg["module_kwargs"]["config"])
 
 
 def module_configs(config):
@@ -59,7 +41,7 @@ def module_configs(config):
   starting folders where given, else from the presets and config.model overrides."""
   m = config.model
   if m.unet_dir:
-    u = _folder_config(m.unet_dir, "unet_dir", "svd-unet")
+    u = _parts.folder_config(m.unet_dir, "unet_dir", "svd-unet")
   else:
     if m.unet_preset not in unet_lib.PRESETS:
       raise ValueError(f"config.model.unet_preset {m.unet_preset!r}: expected one of "
@@ -68,9 +50,9 @@ def module_configs(config):
   u.update(extra_context_tokens=FACE_TOKENS, id_alignment="distribution")
   unet_cfg = from_fields(unet_lib.UNetSpatioTemporalConfig, u, "config.model.unet")
   width, channels = unet_cfg.cross_attention_dim[0], unet_cfg.block_out_channels[0]
-  pose = (_folder_config(m.pose_net_dir, "pose_net_dir", "pose-net") if m.pose_net_dir else
+  pose = (_parts.folder_config(m.pose_net_dir, "pose_net_dir", "pose-net") if m.pose_net_dir else
           {"out_channels": channels, **m.pose_net.to_dict()})
-  face = (_folder_config(m.face_encoder_dir, "face_encoder_dir", "face-encoder")
+  face = (_parts.folder_config(m.face_encoder_dir, "face_encoder_dir", "face-encoder")
           if m.face_encoder_dir else
           {"cross_attention_dim": width, "clip_embeddings_dim": width,
            **m.face_encoder.to_dict()})
@@ -109,61 +91,23 @@ def init_args(model, example):
 
 def check_example(model, example, where: str) -> None:
   """The records' shapes against the model's, before anything is planned."""
-  x0 = example["video_latents"]
-  u, p = model.unet_config, model.pose_net_config
-  problems = []
-  if 2 * x0.shape[-1] != u.in_channels:
-    problems.append(f"video_latents have {x0.shape[-1]} channels; the U-Net takes "
-                    f"{u.in_channels} = latents + reference latents")
-  if example["reference_latents"].shape[1:] != x0.shape[2:]:
-    problems.append(f"reference_latents {example['reference_latents'].shape[1:]} != one frame of "
-                    f"video_latents {x0.shape[2:]}")
-  pose = example["pose_images"].shape
-  if (pose[1], pose[2] // p.compression, pose[3] // p.compression) != x0.shape[1:4]:
-    problems.append(f"pose_images {pose[1:4]} over the PoseNet's compression {p.compression} do "
-                    f"not give the latent frames {x0.shape[1:4]}")
-  if example["face_weight_masks"].shape[1:] != x0.shape[1:4]:
-    problems.append(f"face_weight_masks {example['face_weight_masks'].shape[1:]} are not at the "
-                    f"latent size {x0.shape[1:4]}")
+  problems = _parts.latent_problems(example, model.unet_config.in_channels, ("pose_images",),
+                                    model.pose_net_config.compression, "the PoseNet's")
   if problems:
     raise ValueError(f"{where}: " + "; ".join(problems))
 
 
 def prepare_state_fn(config):
-  m = config.model
-
-  def prepare(state):
-    for field, kind, name in FOLDERS:
-      path = m.get(field)
-      if not path:
-        logging.info("%s starts from a fresh initialization (config.model.%s is empty)", name,
-                     field)
-        continue
-      derive = adapter_source if name == "unet" else None
-      state = load_into(state, path, ("params", "frozen"), name, derive=derive)
-      logging.info("%s loaded from %s", name, path)
-    return state
-  return prepare
+  return _parts.prepare_from_folders(config, FOLDERS, {"unet": {"derive": adapter_source}})
 
 
 def export(config, model, state) -> str:
-  """The trained networks (state.variables(), or the EMA of the trained part where kept) as
-  load_pretrained folders <workdir>/export/{unet,pose_net,face_encoder}."""
-  from sem_repa_jax.training.train_state import merge
-  params = state.ema if state.ema is not None else state.params
-  variables = jax.device_get(merge(params, state.frozen))
-  root = os.path.join(config.workdir, EXPORT_DIRNAME)
+  """The trained networks as load_pretrained folders <workdir>/export/{unet,pose_net,
+  face_encoder} (_parts.export_parts)."""
   configs = {"unet": model.unet_config, "pose_net": model.pose_net_config,
              "face_encoder": model.face_encoder_config}
-  if jax.process_index() == 0:
-    for _, kind, name in FOLDERS:
-      kwargs = {"config": dataclasses.asdict(configs[name]), "dtype": str(jnp.dtype(config.dtype)),
-                "param_dtype": str(jnp.dtype(config.param_dtype))}
-      tree = {col: sub[name] for col, sub in variables.items() if name in sub}
-      save_pretrained(os.path.join(root, name), kind=kind, module_kwargs=kwargs, variables=tree,
-                      source=f"{os.path.abspath(config.workdir)} step {int(state.step)}"
-                             f"{' (EMA)' if state.ema is not None else ''}")
-  return root
+  return _parts.export_parts(config, state, [(name, kind, configs[name])
+                                             for _, kind, name in FOLDERS])
 
 
 def run(config, dataset=None):
@@ -171,18 +115,10 @@ def run(config, dataset=None):
   networks and returns the final TrainState. `dataset`: this process's batches in place of
   config.data.records' (a grain dataset, as `_records.record_dataset` gives)."""
   model = build_model(config)
-  cfg = objective_config(config)
-  where = "the given dataset" if dataset is not None else \
-      f"config.data.records = {config.data.records}"
-  dataset = _records.record_dataset(config, BATCH_FIELDS) if dataset is None else dataset
-  example = _records.example_batch(dataset)
-  check_example(model, example, where)
-  args = init_args(model, example)
-  abstract = jax.eval_shape(model.init, jax.random.key(0), *args)
-  frozen = frozen_outside(abstract, config.train.trainable)
-  state, _ = fit(config, model, make_loss_fn(model, cfg), args, dataset=dataset,
-                 frozen_prefixes=frozen, prepare_state=prepare_state_fn(config),
-                 num_steps=config.train.num_steps)
+  state = _parts.fit_on_records(
+      config, model, make_loss_fn(model, objective_config(config)), BATCH_FIELDS,
+      lambda example, where: check_example(model, example, where),
+      lambda example: init_args(model, example), prepare_state_fn(config), dataset)
   root = export(config, model, state)
   logging.info("StableAnimator training done at step %d; networks in %s", int(state.step), root)
   return state

@@ -11,15 +11,16 @@ StableAnimator's, pipelines/windows.py):
    denoiser's context [CLIP token, ID tokens of the reference's raw ArcFace embedding] (no
    embedding: zero ID tokens, the ID branch adds exactly 0); the posterior mode of reference +
    noise_aug_strength N, unscaled, over every frame (SVD's image latents); F_p of the pose
-   controller for every frame; the ReferenceNet (SD 2.1 U-Net) on the clean reference's posterior
-   mode times scaling_factor at timestep 0 with the CLIP embedding as its context -> one token set
-   per spatial self-attention of the U-Net (methods/vividpose/reference.py);
+   controller for every frame; the ReferenceNet (SD 2.1 U-Net) on that image latent times
+   scaling_factor (what the training records hold as reference_latents) at timestep 0 with the
+   CLIP embedding as its context -> one token set per spatial self-attention of the U-Net
+   (methods/vividpose/reference.py), the input training gives it;
 3. sampling, the Euler steps (Karras sigmas, EDM v-parameterization) in one lax.scan: every
    window of tile_size frames goes through the U-Net for [uncond, cond] in one call;
    classifier-free guidance with per-frame scales linspace(min, max, F). The unconditional half
    (the paper says nothing of guidance; AnimateAnyone's and Champ's ReferenceNet pipelines are the
-   model): zero CLIP token and zero image latents (SVD's), zero ID tokens, the ReferenceNet run
-   with a zero CLIP context on the same reference latent (AnimateAnyone), and the SAME pose
+   model): zero CLIP token and zero image latents (SVD's), zero ID tokens, the SAME reference
+   features (training never drops them, nor the ReferenceNet's CLIP context) and the SAME pose
    condition F_p as the conditional half: the pose is a hard condition (AnimateAnyone, Champ),
    so guidance sharpens appearance and identity, not motion. StableAnimator instead drops the
    pose in its unconditional half (pipelines/stableanimator.py);
@@ -92,19 +93,17 @@ class VividPosePipeline:
     if dense_maps is not None or skeleton_maps is not None:
       pose = model.apply(variables, image_latents, dense_maps, skeleton_maps,
                          method=model.pose_condition)
-    reference_context = clip
+    features = None
+    if self.reference_net is not None:
+      # As training feeds it (methods/vividpose/objective.py): the records' reference latent (SVD's
+      # noise-augmented image latent at the denoiser's scale) and the un-dropped CLIP embedding.
+      features = reference_net_features(self.reference_net, reference_vars,
+                                        latent * self.vae.config.scaling_factor, clip)
     if do_cfg:
-      reference_context = jnp.concatenate([jnp.zeros_like(clip), clip])
       context = jnp.concatenate([jnp.zeros_like(context), context])
       image_latents = jnp.concatenate([jnp.zeros_like(image_latents), image_latents])
       pose = None if pose is None else jnp.concatenate([pose, pose])
-    features = None
-    if self.reference_net is not None:
-      # The clean reference (no augmentation noise) at the latent scale of SD's U-Net.
-      clean = svd_i2v.image_latent(self.vae, vae_vars, pixels, jnp.zeros_like(pixels), 0.0)
-      clean = jnp.broadcast_to(clean, (reference_context.shape[0], *clean.shape[1:]))
-      features = reference_net_features(self.reference_net, reference_vars,
-                                        clean * self.vae.config.scaling_factor, reference_context)
+      features = None if features is None else tuple(jnp.concatenate([f, f]) for f in features)
     return {"context": context, "image_latents": image_latents, "pose": pose,
             "reference_features": features}
 

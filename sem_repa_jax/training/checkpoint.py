@@ -163,7 +163,7 @@ def restore_variables(workdir: str, step: int | None = None, ema: bool = False) 
 
 
 def load_into(state, path: str, attr, submodule: str | None = None,
-              only: tuple[str, ...] | None = None, derive=None):
+              only: tuple[str, ...] | None = None, derive=None, keep=None):
   """Fills `state.<attr>` ('params' or 'frozen', or both as a tuple: a module whose trained and
   frozen parameters are split, e.g. a U-Net fine-tuned in its attention layers only) from a
   load_pretrained folder, straight into the state's shardings. With `submodule`, saved 'col/x'
@@ -173,7 +173,9 @@ def load_into(state, path: str, attr, submodule: str | None = None,
   Within the collections it fills, every saved array must find its place with the same shape, and
   every place under the submodule (or the `only` modules) must be filled: `derive(name) -> saved
   name or None` names, for a place the folder lacks, the saved array it starts as (e.g.
-  StableAnimator's new adapter projections as copies of to_k / to_v), and the result is logged."""
+  StableAnimator's new adapter projections as copies of to_k / to_v), and the result is logged;
+  `keep(name) -> bool` names places the folder may lack that keep the state's own (initialized)
+  values, also logged (e.g. VividPose's new ID projections, to_v_id zero at init)."""
   import jax
   from absl import logging
   from flax import traverse_util
@@ -211,12 +213,19 @@ def load_into(state, path: str, attr, submodule: str | None = None,
   derived = {m: derive(m) for m in missing} if derive is not None else {}
   derived = {m: s for m, s in derived.items() if s is not None and s in loaded}
   missing = [m for m in missing if m not in derived]
+  kept = {m for m in missing if keep is not None and keep(m)}
+  missing = [m for m in missing if m not in kept]
   if missing:
     raise ValueError(f"{path} lacks {len(missing)} arrays this model needs, e.g. {missing[:5]}")
   if derived:
     logging.info("%s: %d arrays the folder lacks start as copies of others, e.g. %s <- %s", path,
                  len(derived), *next(iter(derived.items())))
+  if kept:
+    logging.info("%s: %d arrays the folder lacks keep their initial values, e.g. %s", path,
+                 len(kept), min(kept))
   for name, (a, k) in places.items():  # (arrays of other collections are dropped here)
+    if name in kept:
+      continue
     source = loaded[derived.get(name, name)]
     if name in derived:  # a copy of its own: a train step donates every array once
       source = jax.device_put(jax.numpy.array(source, copy=True), flats[a][k].sharding)

@@ -65,9 +65,10 @@ def test_unknown_entry_is_a_usage_error(tmp_path):
 
 
 # Entries with a smoke test of their own (the subset above, tests/benchmarks/test_hjb.py and
-# test_train_animator.py) are not run twice; matmul_peak stays, as the train step's MFU is a
+# test_train_animator.py, test_train_vividpose.py) are not run twice; matmul_peak stays, as the train step's MFU is a
 # percent of it.
-COVERED_ELSEWHERE = ("cogvideox_transformer", "svd_unet", "hjb", "train_animator")
+COVERED_ELSEWHERE = ("cogvideox_transformer", "svd_unet", "hjb", "train_animator",
+                     "train_vividpose")
 
 
 @pytest.mark.slow

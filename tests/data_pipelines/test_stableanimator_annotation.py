@@ -90,6 +90,8 @@ def _png(path, value=0):
 @pytest.mark.parametrize("damage, message", [
     ("drop_pose", r"rec/a: frame counts differ \(images 2, faces 2, poses 1\); expected one face "
                   "mask and one skeleton image per frame"),
+    ("drop_dense", r"rec/a: frame counts differ \(images 2, faces 2, poses 2, dense 1\); expected "
+                   "one face mask and one skeleton image per frame and one dense map"),
     ("gap", r"rec/a/images: frame_1.png is missing; expected frame_0.png .. frame_1.png"),
     ("misnamed", r"rec/a/faces: 'mask_0.png' is not named frame_<i>.png"),
     ("no_faces", r"rec/a/faces: missing; expected a folder of frame_<i>.png"),
@@ -104,6 +106,8 @@ def test_a_bad_official_layout_is_a_one_line_error(tmp_path, damage, message):
   a = root / "rec" / "a"
   if damage == "drop_pose":
     os.remove(a / "poses" / "frame_1.png")
+  elif damage == "drop_dense":   # VividPose's optional dense/ counts where it is there
+    _png(str(a / "dense" / "frame_0.png"))
   elif damage == "gap":
     os.rename(a / "images" / "frame_1.png", a / "images" / "frame_2.png")
   elif damage == "misnamed":

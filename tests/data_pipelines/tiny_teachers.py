@@ -29,9 +29,9 @@ def random_folder(dst: str, kind: str, module_kwargs: dict, input_shape, seed: i
   return dst
 
 
-def arcface(dst: str) -> str:
+def arcface(dst: str, features: int = ARCFACE_FEATURES) -> str:
   from sem_repa_jax.models.encoders.arcface import IResNetConfig, config_to_json
-  cfg = IResNetConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8), num_features=ARCFACE_FEATURES)
+  cfg = IResNetConfig(layers=(1, 1, 1, 1), widths=(4, 4, 8, 8), num_features=features)
   return random_folder(dst, "arcface", dict(config=config_to_json(cfg)), (1, 112, 112, 3))
 
 
@@ -41,9 +41,9 @@ def svd_vae(dst: str) -> str:
   return random_folder(dst, "svd-vae", dict(config=dataclasses.asdict(cfg)), (1, 1, 16, 16, 3))
 
 
-def clip_vision(dst: str) -> str:
+def clip_vision(dst: str, projection: int = CLIP_PROJECTION) -> str:
   from sem_repa_jax.models.encoders.clip import CLIPVisionConfig
   cfg = CLIPVisionConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=1,
                          num_attention_heads=2, patch_size=16, image_size=32,
-                         projection_dim=CLIP_PROJECTION)
+                         projection_dim=projection)
   return random_folder(dst, "clip-vision", dict(config=dataclasses.asdict(cfg)), (1, 32, 32, 3))

@@ -51,14 +51,14 @@ def _pipeline(nets, variables, reference=True):
 
 def _hand_written_loop(nets, inp):
   """Euler over diffusers' sigmas, x0 = x / (s^2 + 1) - s / sqrt(s^2 + 1) F, VividPose.apply
-  with the ReferenceNet's features of the clean reference latent at t = 0 and the CLIP context."""
+  with the ReferenceNet's features of the scaled, noise-augmented reference latent (the training
+  records' reference_latents) at t = 0 and the CLIP context."""
   model, (vae, vae_vars), (clip, clip_vars) = nets.model, nets.vae, nets.clip
   clip_image, pixels = svd_i2v.prepared_images(inp["image"], vp.VividPoseSettings(**SIZE))
   embeds = svd_i2v.image_embeddings(clip, clip_vars, clip_image)
   mean, _ = vae.apply(vae_vars, (pixels + 0.02 * inp["image_noise"])[:, None], method="encode")
   image_latents = np.repeat(np.asarray(mean), F, axis=1)
-  clean, _ = vae.apply(vae_vars, pixels[:, None], method="encode")
-  features = reference_net_features(*nets.reference, clean[:, 0] * vae.config.scaling_factor,
+  features = reference_net_features(*nets.reference, mean[:, 0] * vae.config.scaling_factor,
                                     embeds)
   maps = {k: inp[k][None].astype(np.float32) / 127.5 - 1 for k in ("skeletons", "dense_maps")}
   net = jax.jit(lambda x, t: model.apply(
@@ -111,7 +111,7 @@ def test_reference_net_runs_once_per_sample_outside_the_loop(nets, monkeypatch):
   # Another step count recompiles the sampling program, not the conditioning: no new call.
   pipe(**inp, key=jax.random.key(0), decode=False, **dict(kw, num_inference_steps=2))
   d = CFG.unet.cross_attention_dim[0]
-  assert calls == [((2, H // 8, W // 8, 4), (2, 1, d))]   # [uncond, cond] in one call
+  assert calls == [((1, H // 8, W // 8, 4), (1, 1, d))]   # one call; both CFG halves share it
 
 
 def test_new_controllers_without_reference_or_id_equal_the_svd_pipeline(nets):

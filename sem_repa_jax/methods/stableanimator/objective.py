@@ -14,7 +14,7 @@ reference with scale=False), so records keep them in the scale of the video late
 objective divides.
 """
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -87,15 +87,19 @@ def face_loss_weight(face_weight_masks, face_mask_weight: float = 1.0):
   return 1.0 + face_mask_weight * m[..., None]
 
 
-def stableanimator_loss(network, batch, draws: Draws, cfg: ObjectiveConfig):
-  """(loss, metrics) of one batch. network(sample, c_noise, clip_embeds, id_embeds, pose_images,
-  added_time_ids, keep_clip) -> the U-Net's raw output (StableAnimator.__call__ through apply).
+class NoisyInputs(NamedTuple):
+  """What one step's U-Net call takes, from a batch and the draws (`noisy_inputs`)."""
+  x0: jax.Array              # (B, F, h, w, c) float32, the clean latents
+  noisy: jax.Array           # x0 + sigma eps
+  sample: jax.Array          # the U-Net input (B, F, h, w, 2c): c_in x_sigma, reference latents
+  pre: Any                   # the EDM Preconditioning of sigma (timestep = c_noise, to_x0)
+  added_time_ids: jax.Array  # (B, 3)
+  keep_clip: jax.Array       # (B,) bool: the conditioning dropout's CLIP mask
 
-  metrics: 'edm_loss' (the lambda-weighted MSE over every element) and 'face_loss' (its extra
-  face-mask part); loss = edm_loss + face_loss."""
-  missing = [k for k in BATCH_FIELDS if k not in batch]
-  if missing:
-    raise ValueError(f"StableAnimator batch: missing {missing}; it has {sorted(batch)}")
+
+def noisy_inputs(batch, draws: Draws, cfg: ObjectiveConfig) -> NoisyInputs:
+  """The noised latents and the U-Net input of a batch (video_latents, reference_latents), with
+  the conditioning dropout of draws.r applied to the reference latents."""
   x0 = batch["video_latents"].astype(jnp.float32)
   b = x0.shape[0]
   sigma = draws.sigma.astype(jnp.float32)
@@ -103,12 +107,46 @@ def stableanimator_loss(network, batch, draws: Draws, cfg: ObjectiveConfig):
   keep_clip, keep_ref = conditioning_dropout(draws.r, cfg.conditioning_dropout)
   x, pre = model_input(noisy, sigma, batch["reference_latents"], keep_ref, cfg.vae_scaling_factor)
   ids = jnp.broadcast_to(jnp.asarray(cfg.added_time_ids, jnp.float32), (b, 3))
-  pose = jnp.asarray(batch["pose_images"])
-  if pose.dtype == jnp.uint8:   # records keep skeleton images as uint8; the PoseNet takes [-1, 1]
-    pose = pose.astype(jnp.float32) / 127.5 - 1.0
-  out = network(x, pre.timestep, batch["clip_embeds"], batch["id_embeds"], pose, ids, keep_clip)
-  x0_hat = pre.to_x0(noisy, out.astype(jnp.float32))
-  weight = face_loss_weight(batch["face_weight_masks"], cfg.face_mask_weight)
-  loss = losses.edm_denoising_loss(x0_hat, x0, sigma, weight=weight)
-  edm = losses.edm_denoising_loss(x0_hat, x0, sigma)
+  return NoisyInputs(x0, noisy, x, pre, ids, keep_clip)
+
+
+def pixel_condition(images):
+  """Records keep per-frame condition images (skeletons, dense maps) as uint8; networks take
+  [-1, 1]."""
+  images = jnp.asarray(images)
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 127.5 - 1.0
+  return images
+
+
+def check_batch(batch, fields, method: str) -> None:
+  missing = [k for k in fields if k not in batch]
+  if missing:
+    raise ValueError(f"{method} batch: missing {missing}; it has {sorted(batch)}")
+
+
+def stableanimator_loss(network, batch, draws: Draws, cfg: ObjectiveConfig):
+  """(loss, metrics) of one batch. network(sample, c_noise, clip_embeds, id_embeds, pose_images,
+  added_time_ids, keep_clip) -> the U-Net's raw output (StableAnimator.__call__ through apply).
+
+  metrics: 'edm_loss' (the lambda-weighted MSE over every element) and 'face_loss' (its extra
+  face-mask part); loss = edm_loss + face_loss."""
+  check_batch(batch, BATCH_FIELDS, "StableAnimator")
+  n = noisy_inputs(batch, draws, cfg)
+  out = network(n.sample, n.pre.timestep, batch["clip_embeds"], batch["id_embeds"],
+                pixel_condition(batch["pose_images"]), n.added_time_ids, n.keep_clip)
+  return weighted_denoising_loss(n, out, draws.sigma, batch.get("face_weight_masks"),
+                                 cfg.face_mask_weight)
+
+
+def weighted_denoising_loss(n: NoisyInputs, out, sigma, face_weight_masks, face_mask_weight):
+  """(edm_loss + face_loss, {'edm_loss', 'face_loss'}) of the U-Net output `out`; no face part
+  when face_weight_masks is None."""
+  x0_hat = n.pre.to_x0(n.noisy, out.astype(jnp.float32))
+  sigma = sigma.astype(jnp.float32)
+  edm = losses.edm_denoising_loss(x0_hat, n.x0, sigma)
+  if face_weight_masks is None:
+    return edm, {"edm_loss": edm, "face_loss": jnp.zeros_like(edm)}
+  weight = face_loss_weight(face_weight_masks, face_mask_weight)
+  loss = losses.edm_denoising_loss(x0_hat, n.x0, sigma, weight=weight)
   return loss, {"edm_loss": edm, "face_loss": loss - edm}

@@ -110,9 +110,11 @@ class VividPose(nn.Module):
     self.pose_controller = PoseController(p, self.attention, self.remat_policy, **kw)
     self.id_controller = IDController(i, **kw)
 
-  def context(self, clip_embeds, id_embedding=None):
+  def context(self, clip_embeds, id_embedding=None, keep_clip=None):
     """[CLIP token, N ID tokens] (B, 1 + N, D). clip_embeds (B, D) or (B, 1, D); id_embedding
-    (B, 512) ArcFace or None (N zero tokens: the ID branch then adds exactly 0)."""
+    (B, 512) ArcFace or None (N zero tokens: the ID branch then adds exactly 0); keep_clip (B,)
+    bool or None: training's conditioning dropout, zeroing the CLIP token and the ID tokens of
+    the rows it drops (the unconditional context: zero CLIP token, no ID embedding)."""
     if clip_embeds.ndim == 2:
       clip_embeds = clip_embeds[:, None]
     n, d = self.unet_config.extra_context_tokens, self.unet_config.cross_attention_dim[0]
@@ -125,7 +127,10 @@ class VividPose(nn.Module):
       if id_embedding.shape[0] != b:
         raise ValueError(f"id_embedding has {id_embedding.shape[0]} rows for {b} clip_embeds")
       tokens = self.id_controller(id_embedding)
-    return jnp.concatenate([clip_embeds.astype(self.dtype), tokens.astype(self.dtype)], axis=1)
+    context = jnp.concatenate([clip_embeds.astype(self.dtype), tokens.astype(self.dtype)], axis=1)
+    if keep_clip is not None:
+      context = jnp.where(keep_clip[:, None, None], context, jnp.zeros((), context.dtype))
+    return context
 
   def pose_condition(self, sample, dense_maps=None, skeleton_maps=None) -> Optional[Any]:
     """F_p (B, F, h, w, latent channels) or None (no maps); maps at the pixel size of sample."""
@@ -139,14 +144,16 @@ class VividPose(nn.Module):
     return self.pose_controller(dense_maps, skeleton_maps)
 
   def __call__(self, sample, timestep, clip_embeds, added_time_ids, reference_features=None,
-               id_embedding=None, dense_maps=None, skeleton_maps=None, image_only_indicator=None):
+               id_embedding=None, dense_maps=None, skeleton_maps=None, image_only_indicator=None,
+               keep_clip=None):
     """The U-Net's raw output F (B, F, h, w, 4) (EDM v-parameterization, as the SVD U-Net).
 
     sample (B, F, h, w, 8): c_in * noisy latents, then the image latents (as SVD); timestep (B,)
     c_noise; clip_embeds (B, D) or (B, 1, D); added_time_ids (B, 3); reference_features: the
     ReferenceNet's token sets (reference.reference_net_features) or None; id_embedding (B, 512)
-    or None; dense_maps / skeleton_maps (B, F, 8h, 8w, 3) in [-1, 1] or None."""
-    context = self.context(clip_embeds, id_embedding)
+    or None; dense_maps / skeleton_maps (B, F, 8h, 8w, 3) in [-1, 1] or None; keep_clip (B,)
+    bool or None: see `context`."""
+    context = self.context(clip_embeds, id_embedding, keep_clip)
     pose = self.pose_condition(sample, dense_maps, skeleton_maps)
     return self.denoise(sample, timestep, context, added_time_ids, pose, reference_features,
                         image_only_indicator)
