@@ -4,7 +4,6 @@ apart at the demo's frame size."""
 import json
 import os
 
-import pytest
 
 from configs import face_recognizer as face_recognizer_config
 from data_pipelines import face_crops
@@ -49,7 +48,6 @@ def test_the_job_exports_an_arcface_folder_and_writes_its_held_out_figures(tmp_p
   assert int(train_face_recognizer.run(c).step) == 3
 
 
-@pytest.mark.skipif(not os.path.isdir(ASSET), reason="assets/face_recognizer not shipped")
 def test_the_shipped_recognizer_separates_unseen_identities_at_the_demo_size():
   module, variables = load_pretrained(ASSET)
   # 16 identities, two clips each (fixed and random motion) of 9 frames at 48 x 32, the demo's.
@@ -65,7 +63,6 @@ def test_the_shipped_recognizer_separates_unseen_identities_at_the_demo_size():
   assert fig["rank1"] > 0.65, fig
 
 
-@pytest.mark.skipif(not os.path.isdir(ASSET), reason="assets/face_recognizer not shipped")
 def test_the_shipped_recognizer_is_the_one_its_config_describes():
   module, _ = load_pretrained(ASSET)
   c = face_recognizer_config.get_config()
